@@ -1,0 +1,56 @@
+"""Hydra entry point: ``python -m calib_sweep [overrides]`` or ``calib-sweep [overrides]``.
+
+Composes the config (``conf/config.yaml``), runs one job (:func:`calib_sweep.job.run_job`) and
+nothing else.  In a single run a failure exits non-zero with one line on stderr (exit code 2 for
+invalid input).  In a multirun (``-m``) a failed job leaves its failure record and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+log = logging.getLogger("calib_sweep")
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def _app(cfg: DictConfig) -> float | None:
+    from calib_sweep.assets import AssetError
+    from calib_sweep.errors import ConfigError
+    from calib_sweep.job import one_line, report_failure, run_job
+
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        record = run_job(cfg, output_dir)
+    except (ConfigError, AssetError) as exc:
+        report_failure(exc, output_dir)
+        if multirun:
+            return None
+        sys.exit(2)
+    except Exception as exc:
+        log.error("job failed: %s (traceback in %s)", one_line(exc), output_dir / "traceback.txt")
+        if multirun:
+            return None
+        report_failure(exc, output_dir)
+        sys.exit(1)
+    metrics = record["metrics"]
+    for key, value in metrics.items():
+        log.info("%s = %.4f", key, value)
+    log.info("results: %s", output_dir / "results.json")
+    return next(iter(metrics.values()), None)
+
+
+def main() -> None:
+    """Console-script entry point (``calib-sweep``)."""
+    _app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Hydra config tree of calib_sweep (package data, so installed copies find it)."""

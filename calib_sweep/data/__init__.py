@@ -1,0 +1,15 @@
+"""Calibrate stage: sources of calibration text and seeded, disjoint calibration sets."""
+
+from calib_sweep.data.sampling import CalibrationSet, draw_calibration_set, token_hash, validate_samples
+from calib_sweep.data.sources import Document, load_documents, split_documents, validate_source
+
+__all__ = [
+    "CalibrationSet",
+    "Document",
+    "draw_calibration_set",
+    "load_documents",
+    "split_documents",
+    "token_hash",
+    "validate_samples",
+    "validate_source",
+]

@@ -1,0 +1,191 @@
+"""Calibration sets: seeded, pairwise-disjoint windows of ``seq_len`` tokens with a manifest.
+
+Policy (the same for every source):
+
+1. The calibration part of the source (see :mod:`calib_sweep.data.sources`) is tokenized document by
+   document without special tokens; each document is followed by the tokenizer's EOS token.
+2. The documents, in source order, form one token stream that is cut into non-overlapping *slots*
+   of ``seq_len`` tokens.  Long documents therefore give several windows (nothing is dropped), and
+   documents shorter than ``seq_len`` are concatenated with EOS separators (the tail of the stream
+   shorter than ``seq_len`` is unused).
+3. The slots are put in one fixed pseudo-random order (``dataset.permutation_seed``, not the job's
+   seed), and seed ``k`` takes slots ``[k * n_samples, (k + 1) * n_samples)`` of that order.  Sets of
+   the same size from different seeds are therefore pairwise disjoint by construction, as the study
+   requires (Williams & Aletras 2024, Section 3: ten non-overlapping calibration sets per source).
+4. Too little data is an error, never a silent shrink: the message says how many disjoint sets of
+   this size the source can give.
+
+The manifest records, per sequence, which document(s) and token spans it came from, plus a SHA-256
+of all token ids, so a set can be published and rebuilt exactly.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from calib_sweep.data.sources import Document
+from calib_sweep.errors import ConfigError
+
+
+@dataclass
+class CalibrationSet:
+    """A drawn calibration set.
+
+    Attributes:
+        input_ids: ``int64`` tensor of shape ``[n_samples, seq_len]`` (token ids, no padding).
+        sequences: one manifest entry per row: ``{"slot": int, "pieces": [{"doc_id", "start",
+            "end"}]}`` where ``start``/``end`` are token offsets in that document (end exclusive;
+            offset ``len(doc)`` is its EOS separator).
+        source: dataset name.
+        seed: the draw's seed.
+        slots_available: number of ``seq_len`` slots the source's calibration part holds.
+        token_sha256: SHA-256 of ``input_ids`` as little-endian int64 bytes.
+    """
+
+    input_ids: torch.Tensor
+    sequences: list[dict[str, Any]]
+    source: str
+    seed: int
+    slots_available: int
+    documents_used: int = 0
+    token_sha256: str = field(default="")
+
+    def __post_init__(self):
+        if not self.token_sha256:
+            self.token_sha256 = token_hash(self.input_ids)
+
+    @property
+    def n_samples(self) -> int:
+        """Number of sequences (rows)."""
+        return int(self.input_ids.shape[0])
+
+    @property
+    def seq_len(self) -> int:
+        """Tokens per sequence."""
+        return int(self.input_ids.shape[1])
+
+    def manifest(self) -> dict[str, Any]:
+        """JSON-ready record of this set (the ``calibration`` key of ``results.json``)."""
+        return {
+            "source": self.source,
+            "seed": self.seed,
+            "n_samples": self.n_samples,
+            "seq_len": self.seq_len,
+            "n_tokens": self.n_samples * self.seq_len,
+            "slots_available": self.slots_available,
+            "max_disjoint_sets": self.slots_available // max(self.n_samples, 1),
+            "documents_used": self.documents_used,
+            "token_sha256": self.token_sha256,
+            "policy": "documents joined with EOS into one stream; non-overlapping seq_len slots; "
+            "fixed slot permutation; seed k takes slots [k*n, (k+1)*n)",
+            "sequences": self.sequences,
+        }
+
+
+def token_hash(input_ids: torch.Tensor) -> str:
+    """SHA-256 of a token-id tensor, as little-endian int64 bytes in row-major order."""
+    array = np.ascontiguousarray(input_ids.detach().cpu().numpy().astype("<i8"))
+    return hashlib.sha256(array.tobytes()).hexdigest()
+
+
+def validate_samples(n_samples: Any, seq_len: Any, seed: Any, max_positions: int | None = None) -> None:
+    """Check the calibration-set size before anything is loaded.
+
+    Raises:
+        ConfigError: ``n_samples`` or ``seq_len`` not a positive integer, ``seed`` negative, or
+            ``seq_len`` above the model's ``max_position_embeddings``.
+    """
+    for name, value in (("samples.n_samples", n_samples), ("samples.seq_len", seq_len)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name}={value!r} must be a positive integer. Fix: e.g. {name}=32.")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed={seed!r} must be an integer >= 0. Fix: e.g. seed=0.")
+    if max_positions is not None and seq_len > max_positions:
+        raise ConfigError(
+            f"samples.seq_len={seq_len} exceeds the model's max_position_embeddings={max_positions}. "
+            f"Fix: samples.seq_len<={max_positions}."
+        )
+
+
+def tokenize_documents(docs: list[Document], tokenizer) -> list[list[int]]:
+    """Token ids of each document followed by EOS (when the tokenizer has one)."""
+    eos = tokenizer.eos_token_id
+    encoded = tokenizer([d.text for d in docs], add_special_tokens=False)["input_ids"]
+    return [list(ids) + ([eos] if eos is not None else []) for ids in encoded]
+
+
+def draw_calibration_set(
+    docs: list[Document],
+    tokenizer,
+    n_samples: int,
+    seq_len: int,
+    seed: int,
+    source: str,
+    permutation_seed: int = 0,
+) -> CalibrationSet:
+    """Draw the ``seed``-th disjoint calibration set of ``n_samples`` x ``seq_len`` tokens.
+
+    Args:
+        docs: the source's calibration part, in source order.
+        tokenizer: a Hugging Face tokenizer.
+        n_samples: sequences in the set.
+        seq_len: tokens per sequence.
+        seed: which disjoint set to take (0, 1, 2, ...).
+        source: dataset name, recorded in the manifest and in errors.
+        permutation_seed: seed of the fixed slot order shared by all draws of this source.
+
+    Returns:
+        A :class:`CalibrationSet` whose ``input_ids`` has shape ``[n_samples, seq_len]``, dtype int64.
+
+    Raises:
+        ConfigError: the source cannot give ``seed + 1`` disjoint sets of this size (the message
+            says how many it can give and how to fix it).
+    """
+    validate_samples(n_samples, seq_len, seed)
+    token_lists = tokenize_documents(docs, tokenizer)
+    starts = np.cumsum([0] + [len(t) for t in token_lists])  # stream offset of each document
+    total = int(starts[-1])
+    slots = total // seq_len
+    needed = (seed + 1) * n_samples
+    if slots < needed:
+        can_give = slots // n_samples
+        raise ConfigError(
+            f"dataset {source!r} has {total} calibration tokens = {slots} non-overlapping windows of "
+            f"seq_len={seq_len}, enough for {can_give} disjoint set(s) of n_samples={n_samples}; "
+            f"seed={seed} needs {needed} windows. Fix: lower samples.n_samples or samples.seq_len, "
+            f"use seed<{max(can_give, 1)}, or choose a larger source."
+        )
+    order = np.random.default_rng(permutation_seed).permutation(slots)
+    chosen = order[seed * n_samples : (seed + 1) * n_samples]
+    stream = np.fromiter((tok for toks in token_lists for tok in toks), dtype=np.int64, count=total)
+    rows = np.stack([stream[s * seq_len : (s + 1) * seq_len] for s in chosen])
+
+    sequences = []
+    used = set()
+    for slot in chosen.tolist():
+        lo, hi = slot * seq_len, (slot + 1) * seq_len
+        pieces = []
+        index = bisect.bisect_right(starts, lo) - 1
+        while index < len(docs) and starts[index] < hi:
+            begin, end = max(lo, starts[index]), min(hi, starts[index + 1])
+            if end > begin:
+                pieces.append(
+                    {"doc_id": docs[index].doc_id, "start": int(begin - starts[index]), "end": int(end - starts[index])}
+                )
+                used.add(docs[index].doc_id)
+            index += 1
+        sequences.append({"slot": int(slot), "pieces": pieces})
+    return CalibrationSet(
+        input_ids=torch.from_numpy(rows),
+        sequences=sequences,
+        source=source,
+        seed=seed,
+        slots_available=slots,
+        documents_used=len(used),
+    )
