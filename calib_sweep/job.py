@@ -147,6 +147,7 @@ def run_job(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
             calib = draw_calibration_set(
                 calib_docs, tokenizer, int(cfg.samples.n_samples), int(cfg.samples.seq_len), int(cfg.seed),
                 source=cfg.dataset.name, permutation_seed=int(cfg.dataset.get("permutation_seed", 0)),
+                allow_fewer=bool(cfg.samples.get("allow_fewer", False)),
             )
             record["calibration"] = calib.manifest()
             eval_tokens = {}

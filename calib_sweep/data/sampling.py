@@ -13,7 +13,9 @@ Policy (the same for every source):
    the same size from different seeds are therefore pairwise disjoint by construction, as the study
    requires (Williams & Aletras 2024, Section 3: ten non-overlapping calibration sets per source).
 4. Too little data is an error, never a silent shrink: the message says how many disjoint sets of
-   this size the source can give.
+   this size the source can give.  With ``samples.allow_fewer=true`` the draw instead takes the
+   slots that remain for this seed (at least one), logs a warning, and the manifest records the
+   ``n_samples`` actually used next to the ``n_samples_requested``.
 
 The manifest records, per sequence, which document(s) and token spans it came from, plus a SHA-256
 of all token ids, so a set can be published and rebuilt exactly.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +34,8 @@ import torch
 
 from calib_sweep.data.sources import Document
 from calib_sweep.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -45,6 +50,9 @@ class CalibrationSet:
         source: dataset name.
         seed: the draw's seed.
         slots_available: number of ``seq_len`` slots the source's calibration part holds.
+        documents_used: number of distinct documents the set's tokens come from.
+        n_samples_requested: the configured ``n_samples`` (differs from ``n_samples`` only with
+            ``allow_fewer``).
         token_sha256: SHA-256 of ``input_ids`` as little-endian int64 bytes.
     """
 
@@ -54,6 +62,7 @@ class CalibrationSet:
     seed: int
     slots_available: int
     documents_used: int = 0
+    n_samples_requested: int = 0
     token_sha256: str = field(default="")
 
     def __post_init__(self):
@@ -76,6 +85,7 @@ class CalibrationSet:
             "source": self.source,
             "seed": self.seed,
             "n_samples": self.n_samples,
+            "n_samples_requested": self.n_samples_requested or self.n_samples,
             "seq_len": self.seq_len,
             "n_tokens": self.n_samples * self.seq_len,
             "slots_available": self.slots_available,
@@ -128,6 +138,7 @@ def draw_calibration_set(
     seed: int,
     source: str,
     permutation_seed: int = 0,
+    allow_fewer: bool = False,
 ) -> CalibrationSet:
     """Draw the ``seed``-th disjoint calibration set of ``n_samples`` x ``seq_len`` tokens.
 
@@ -139,6 +150,8 @@ def draw_calibration_set(
         seed: which disjoint set to take (0, 1, 2, ...).
         source: dataset name, recorded in the manifest and in errors.
         permutation_seed: seed of the fixed slot order shared by all draws of this source.
+        allow_fewer: when the source is too small, use the slots left for this seed (warning)
+            instead of raising.
 
     Returns:
         A :class:`CalibrationSet` whose ``input_ids`` has shape ``[n_samples, seq_len]``, dtype int64.
@@ -153,7 +166,14 @@ def draw_calibration_set(
     total = int(starts[-1])
     slots = total // seq_len
     needed = (seed + 1) * n_samples
-    if slots < needed:
+    requested = n_samples
+    if slots < needed and allow_fewer and slots > seed * n_samples:
+        n_samples = slots - seed * n_samples
+        log.warning(
+            "dataset %r gives only %d of the %d requested windows of %d tokens for seed=%d "
+            "(samples.allow_fewer=true): using %d", source, n_samples, requested, seq_len, seed, n_samples,
+        )
+    elif slots < needed:
         can_give = slots // n_samples
         raise ConfigError(
             f"dataset {source!r} has {total} calibration tokens = {slots} non-overlapping windows of "
@@ -182,6 +202,7 @@ def draw_calibration_set(
             index += 1
         sequences.append({"slot": int(slot), "pieces": pieces})
     return CalibrationSet(
+        n_samples_requested=requested,
         input_ids=torch.from_numpy(rows),
         sequences=sequences,
         source=source,

@@ -55,8 +55,8 @@ def perplexity(
         batch = data[start : start + batch_size].to(device)
         logits = model(input_ids=batch).logits.float()
         nll = torch.nn.functional.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum"
-        )
+            logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="none"
+        ).double().sum()  # float64 accumulation: the sum over many tokens stays exact
         total_nll += float(nll)
         scored += batch[:, 1:].numel()
     mean = total_nll / scored

@@ -1,0 +1,33 @@
+"""Helpers to compose configs and run the CLI in tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_module
+
+
+def compose_cfg(overrides: list[str]):
+    """The job config as ``python -m calib_sweep <overrides>`` would compose it."""
+    with initialize_config_module(config_module="calib_sweep.conf", version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+def tiny_overrides(model_dir: Path, corpus: Path) -> list[str]:
+    """Overrides that point a job at the tiny test model and a local JSON-lines corpus."""
+    return [
+        "model.source=pretrained", f"model.path={model_dir}", "model.name=tiny-llama",
+        "dataset=local_jsonl", f"dataset.path={corpus}", "samples=tiny", "logger=none",
+        "eval.perplexity.texts=[local_jsonl]", "eval.perplexity.seq_len=64", "eval.perplexity.max_windows=8",
+    ]
+
+
+def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run ``python -m calib_sweep ARGS`` in ``cwd`` and return the finished process."""
+    full_env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "calib_sweep", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )

@@ -1,0 +1,49 @@
+"""A whole job in-process on the tiny model: the results.json contract and failure records."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from calib_sweep.errors import ConfigError
+from calib_sweep.job import run_job
+from helpers import compose_cfg, tiny_overrides
+
+
+def test_job_writes_complete_results(tiny_model_dir, tiny_corpus, tmp_path):
+    cfg = compose_cfg(tiny_overrides(tiny_model_dir, tiny_corpus) + ["method=wanda", "seed=3"])
+    record = run_job(cfg, tmp_path / "job")
+    saved = json.loads((tmp_path / "job" / "results.json").read_text())
+    assert saved["status"] == "ok" and saved["metrics"] == record["metrics"]
+    assert set(saved) >= {"config", "metrics", "timings", "memory", "versions", "calibration", "compression", "evaluation"}
+    assert saved["config"]["method"]["name"] == "wanda" and saved["config"]["seed"] == 3
+    ppl = saved["metrics"]["perplexity/local_jsonl"]
+    assert math.isfinite(ppl) and 10 < ppl < 1000  # random 81-token model: near the vocabulary size
+    assert saved["evaluation"]["perplexity/local_jsonl"]["seq_len"] == 64
+    assert set(saved["timings"]) == {"validate", "prepare", "calibrate", "load", "compress", "verify", "evaluate"}
+    assert saved["memory"]["peak_rss_bytes"] > 100 * 2**20
+    assert saved["versions"]["torch"] and saved["versions"]["llmcompressor"] == "0.14.0.1"
+    calib = saved["calibration"]
+    assert calib["n_samples"] == 4 and calib["seq_len"] == 64 and calib["seed"] == 3 and len(calib["sequences"]) == 4
+    assert saved["compression"]["summary"]["mean_sparsity"] == pytest.approx(0.5, abs=1e-3)
+
+
+def test_bad_group_size_fails_before_loading_with_a_record(tiny_model_dir, tiny_corpus, tmp_path):
+    cfg = compose_cfg(tiny_overrides(tiny_model_dir, tiny_corpus) + ["method=gptq", "method.group_size=48"])
+    with pytest.raises(ConfigError, match="method.group_size=48 does not divide the input width 64"):
+        run_job(cfg, tmp_path / "job")
+    saved = json.loads((tmp_path / "job" / "results.json").read_text())
+    assert saved["status"] == "failed" and saved["stage"] == "prepare" and saved["error_type"] == "ConfigError"
+    assert "load" not in saved["timings"]  # no weights were loaded
+    assert (tmp_path / "job" / "traceback.txt").is_file()
+
+
+def test_same_seed_same_set_across_methods(tiny_model_dir, tiny_corpus, tmp_path):
+    hashes = []
+    for method in ("dense", "gptq"):
+        cfg = compose_cfg(tiny_overrides(tiny_model_dir, tiny_corpus) + [f"method={method}", "method.group_size=32"]
+                          if method == "gptq" else tiny_overrides(tiny_model_dir, tiny_corpus) + ["method=dense"])
+        hashes.append(run_job(cfg, tmp_path / method)["calibration"]["token_sha256"])
+    assert hashes[0] == hashes[1]
