@@ -13,6 +13,9 @@ from calib_sweep import assets
 def test_unreachable_registry_gives_one_clear_error(isolated_cache, monkeypatch):
     monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # nothing listens there
     monkeypatch.setenv("PIP_RETRIES", "0")
+    monkeypatch.setenv("PIP_CONFIG_FILE", "/dev/null")  # no local find-links or extra indexes either
+    monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
+    monkeypatch.delenv("PIP_EXTRA_INDEX_URL", raising=False)
     start = time.monotonic()
     with pytest.raises(assets.AssetError) as err:
         assets.fetch("gensim_enwiki_sample")
