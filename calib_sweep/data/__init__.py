@@ -3,6 +3,9 @@
 from calib_sweep.data.sampling import CalibrationSet, draw_calibration_set, token_hash, validate_samples
 from calib_sweep.data.sources import Document, load_documents, split_documents, validate_source
 
+# Modules that register more loaders (import for their side effect on ``sources.LOADERS``).
+from calib_sweep.data import hub, offline  # noqa: E402,F401  isort: skip
+
 __all__ = [
     "CalibrationSet",
     "Document",

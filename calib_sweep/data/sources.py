@@ -41,7 +41,7 @@ class Document:
 _CLEANING_VERSION = "1"
 
 
-def _cached_documents(name: str, key: str, build: Callable[[], Iterable[Document]]) -> list[Document]:
+def cached_documents(name: str, key: str, build: Callable[[], Iterable[Document]]) -> list[Document]:
     """Read cleaned documents from the cache, or build and write them (atomically)."""
     path = assets.cache_dir() / "text" / f"{name}-{key[:16]}-v{_CLEANING_VERSION}.jsonl"
     if path.is_file():
@@ -107,7 +107,7 @@ def parse_mediawiki_dump(path: str | os.PathLike, min_chars: int = 200) -> Itera
 def _offline_wikipedia(source_cfg: Any) -> list[Document]:
     asset = assets.ASSETS["gensim_enwiki_sample"]
     min_chars = int(source_cfg.get("min_chars", 200))
-    return _cached_documents(
+    return cached_documents(
         source_cfg.name,
         hashlib.sha256(f"{asset.sha256}:{min_chars}".encode()).hexdigest(),
         lambda: parse_mediawiki_dump(assets.fetch("gensim_enwiki_sample"), min_chars=min_chars),
@@ -134,11 +134,24 @@ def _local_jsonl(source_cfg: Any) -> list[Document]:
     return docs
 
 
-#: Loaders by ``dataset.loader``.  Each takes the dataset config and returns all documents.
+#: Loaders by ``dataset.loader``.  Each takes the dataset config and returns all documents in a
+#: stable order.  Modules add theirs with :func:`register_loader`.
 LOADERS: dict[str, Callable[[Any], list[Document]]] = {
     "gensim_enwiki": _offline_wikipedia,
     "jsonl": _local_jsonl,
 }
+
+
+def register_loader(name: str):
+    """Decorator: register ``fn(dataset_cfg) -> list[Document]`` as ``dataset.loader=name``."""
+
+    def wrap(fn: Callable[[Any], list[Document]]):
+        if name in LOADERS and LOADERS[name] is not fn:
+            raise ValueError(f"loader {name!r} registered twice")
+        LOADERS[name] = fn
+        return fn
+
+    return wrap
 
 
 def validate_source(source_cfg: Any) -> None:
