@@ -142,13 +142,26 @@ LOADERS: dict[str, Callable[[Any], list[Document]]] = {
 }
 
 
-def register_loader(name: str):
-    """Decorator: register ``fn(dataset_cfg) -> list[Document]`` as ``dataset.loader=name``."""
+#: Optional cheap validators by loader name: ``fn(dataset_cfg)`` raising ConfigError; they run in
+#: :func:`validate_source`, before any data or weights are read.
+VALIDATORS: dict[str, Callable[[Any], None]] = {}
+
+
+def register_loader(name: str, validate: Callable[[Any], None] | None = None):
+    """Decorator: register ``fn(dataset_cfg) -> list[Document]`` as ``dataset.loader=name``.
+
+    Args:
+        name: the value of ``dataset.loader`` that selects this loader.
+        validate: optional ``fn(dataset_cfg)`` that raises :class:`ConfigError` for bad fields
+            without reading any data (it runs before the model loads).
+    """
 
     def wrap(fn: Callable[[Any], list[Document]]):
         if name in LOADERS and LOADERS[name] is not fn:
             raise ValueError(f"loader {name!r} registered twice")
         LOADERS[name] = fn
+        if validate is not None:
+            VALIDATORS[name] = validate
         return fn
 
     return wrap
@@ -158,7 +171,8 @@ def validate_source(source_cfg: Any) -> None:
     """Check a dataset config without reading any data.
 
     Raises:
-        ConfigError: unknown loader, or ``heldout_fraction`` outside [0, 1).
+        ConfigError: unknown loader, ``heldout_fraction`` outside [0, 1), or whatever the loader's
+            registered validator refuses.
     """
     if source_cfg.get("loader") not in LOADERS:
         raise ConfigError(
@@ -167,6 +181,8 @@ def validate_source(source_cfg: Any) -> None:
     fraction = float(source_cfg.get("heldout_fraction", 0.0))
     if not 0.0 <= fraction < 1.0:
         raise ConfigError(f"dataset.heldout_fraction={fraction} must lie in [0, 1). Fix: e.g. 0.1.")
+    if source_cfg.loader in VALIDATORS:
+        VALIDATORS[source_cfg.loader](source_cfg)
 
 
 def load_documents(source_cfg: Any) -> list[Document]:
