@@ -5,8 +5,18 @@ from calib_sweep.data.sources import Document, load_documents, split_documents, 
 
 # Modules that register more loaders (import for their side effect on ``sources.LOADERS``).
 from calib_sweep.data import hub, offline  # noqa: E402,F401  isort: skip
+from calib_sweep.data.build import (  # noqa: E402
+    build_calibration_set,
+    dataset_config,
+    heldout_token_ids,
+    needs_model,
+)
 
 __all__ = [
+    "build_calibration_set",
+    "dataset_config",
+    "heldout_token_ids",
+    "needs_model",
     "CalibrationSet",
     "Document",
     "draw_calibration_set",

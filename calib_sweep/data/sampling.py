@@ -54,6 +54,7 @@ class CalibrationSet:
         n_samples_requested: the configured ``n_samples`` (differs from ``n_samples`` only with
             ``allow_fewer``).
         token_sha256: SHA-256 of ``input_ids`` as little-endian int64 bytes.
+        extra: kind-specific manifest fields (mixture components, generation settings).
     """
 
     input_ids: torch.Tensor
@@ -64,6 +65,7 @@ class CalibrationSet:
     documents_used: int = 0
     n_samples_requested: int = 0
     token_sha256: str = field(default="")
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         if not self.token_sha256:
@@ -94,6 +96,7 @@ class CalibrationSet:
             "token_sha256": self.token_sha256,
             "policy": "documents joined with EOS into one stream; non-overlapping seq_len slots; "
             "fixed slot permutation; seed k takes slots [k*n, (k+1)*n)",
+            **self.extra,
             "sequences": self.sequences,
         }
 

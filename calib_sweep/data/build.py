@@ -1,0 +1,258 @@
+"""One entry point for the calibrate stage: any dataset config -> a :class:`CalibrationSet`.
+
+Three kinds of dataset config (``conf/dataset/*.yaml``):
+
+* a **document source** (``loader`` = ``gensim_enwiki``, ``jsonl``, ``hub``, ``offline_*`` ...):
+  windows drawn by :func:`calib_sweep.data.sampling.draw_calibration_set`;
+* a **mixture** (``loader: mixture``, ``components: [{dataset: <name>, weight: w}, ...]``): the
+  ``n_samples`` sequences are split across the components in proportion to their weights
+  (largest-remainder rounding, so the counts add up to ``n_samples``), each component drawn with the
+  same disjoint-by-seed policy from its own source, as in RedPajama-style data mixtures;
+* **self-generated** text (``loader: self_generated``): the model being compressed writes its own
+  calibration set by sampling from its beginning-of-sequence token (self-calibration, Williams,
+  Chrysostomou & Aletras 2025).  ``temperature``, ``top_p``, ``top_k`` and ``generation_seed`` are
+  config fields; the job's ``seed`` is added to ``generation_seed``, so seeds give different sets.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from calib_sweep.data.sampling import CalibrationSet, draw_calibration_set, tokenize_documents
+from calib_sweep.data.sources import (
+    Document,
+    load_documents,
+    register_loader,
+    split_documents,
+    validate_source,
+)
+from calib_sweep.errors import ConfigError
+
+CONF_DATASET_DIR = Path(__file__).resolve().parent.parent / "conf" / "dataset"
+
+
+def dataset_config(name: str) -> DictConfig:
+    """The dataset config ``conf/dataset/<name>.yaml`` as composed by Hydra (no overrides).
+
+    Raises:
+        ConfigError: no such config (the message lists the known ones).
+    """
+    path = CONF_DATASET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in CONF_DATASET_DIR.glob("*.yaml"))
+        raise ConfigError(f"dataset {name!r} has no config in conf/dataset. Fix: use one of {known}.")
+    return OmegaConf.load(path)
+
+
+def needs_model(dataset_cfg: Any) -> bool:
+    """Whether drawing this calibration set needs the loaded model (self-generated text)."""
+    return dataset_cfg.get("loader") == "self_generated"
+
+
+# ----------------------------------------------------------------------------------- mixtures
+def _components(dataset_cfg: Any) -> list[tuple[DictConfig, float]]:
+    parts = []
+    for entry in dataset_cfg.get("components") or []:
+        weight = entry.get("weight")
+        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight <= 0:
+            raise ConfigError(
+                f"dataset.components weight={weight!r} for {entry.get('dataset')!r} must be > 0. Fix: e.g. weight: 0.5."
+            )
+        parts.append((dataset_config(str(entry.get("dataset"))), float(weight)))
+    return parts
+
+
+def _validate_mixture(dataset_cfg: Any) -> None:
+    parts = _components(dataset_cfg)
+    if len(parts) < 2:
+        raise ConfigError(
+            f"dataset {dataset_cfg.get('name')!r} (loader: mixture) needs at least 2 components. "
+            "Fix: components: [{dataset: offline_wikipedia, weight: 0.5}, {dataset: <other>, weight: 0.5}]."
+        )
+    for component, _ in parts:
+        if component.get("loader") in ("mixture", "self_generated"):
+            raise ConfigError(
+                f"mixture component {component.name!r} is itself a {component.loader}. Fix: mix document sources only."
+            )
+        validate_source(component)
+
+
+@register_loader("mixture", validate=_validate_mixture)
+def _mixture_documents(dataset_cfg: Any) -> list[Document]:
+    """All documents of every component, ids prefixed ``<component>/`` (used for held-out text)."""
+    docs = []
+    for component, _ in _components(dataset_cfg):
+        docs += [Document(f"{component.name}/{d.doc_id}", d.text) for d in load_documents(component)]
+    return docs
+
+
+def split_counts(n_samples: int, weights: list[float]) -> list[int]:
+    """Split ``n_samples`` in proportion to ``weights`` by largest remainder; the counts sum to ``n_samples``."""
+    total = sum(weights)
+    exact = [n_samples * w / total for w in weights]
+    counts = [math.floor(x) for x in exact]
+    for index in sorted(range(len(exact)), key=lambda i: (counts[i] - exact[i], i))[: n_samples - sum(counts)]:
+        counts[index] += 1
+    return counts
+
+
+# ------------------------------------------------------------------------------ self-generated
+def _validate_self_generated(dataset_cfg: Any) -> None:
+    temperature = dataset_cfg.get("temperature", 1.0)
+    if not isinstance(temperature, (int, float)) or temperature <= 0:
+        raise ConfigError(f"dataset.temperature={temperature!r} must be > 0. Fix: e.g. dataset.temperature=1.0.")
+    top_p = dataset_cfg.get("top_p", 1.0)
+    if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
+        raise ConfigError(f"dataset.top_p={top_p!r} must lie in (0, 1]. Fix: e.g. dataset.top_p=0.95.")
+
+
+@register_loader("self_generated", validate=_validate_self_generated)
+def _self_generated_documents(dataset_cfg: Any) -> list[Document]:
+    raise ConfigError(
+        f"dataset {dataset_cfg.name!r} is generated by the model and has no documents (no held-out text). "
+        "Fix: evaluate perplexity on a document source, e.g. eval.perplexity.texts=[offline_wikipedia]."
+    )
+
+
+@torch.no_grad()
+def generate_calibration_set(model, tokenizer, dataset_cfg: Any, n_samples: int, seq_len: int, seed: int) -> CalibrationSet:
+    """Self-calibration: the model samples ``n_samples`` sequences of ``seq_len`` tokens.
+
+    Each row starts with the tokenizer's BOS token (EOS when it has none) and continues with
+    ``seq_len - 1`` sampled tokens (EOS is not allowed to stop generation early).  Sampling is seeded
+    by ``generation_seed + seed`` in a forked RNG, so the global RNG is untouched.
+
+    Returns:
+        A :class:`CalibrationSet` (``input_ids`` ``[n_samples, seq_len]`` int64) whose manifest
+        records the generation settings.
+    """
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if start is None:
+        raise ConfigError("self-generated calibration needs a tokenizer with a BOS or EOS token.")
+    device = next(model.parameters()).device
+    batch_size = int(dataset_cfg.get("batch_size", 16))
+    temperature = float(dataset_cfg.get("temperature", 1.0))
+    gen_seed = int(dataset_cfg.get("generation_seed", 0)) + int(seed)
+    rows = []
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(gen_seed)
+        for begin in range(0, n_samples, batch_size):
+            count = min(batch_size, n_samples - begin)
+            prompt = torch.full((count, 1), start, dtype=torch.long, device=device)
+            out = model.generate(
+                input_ids=prompt,
+                attention_mask=torch.ones_like(prompt),
+                do_sample=True,
+                temperature=temperature,
+                top_p=float(dataset_cfg.get("top_p", 1.0)),
+                top_k=int(dataset_cfg.get("top_k", 0)) or None,
+                max_new_tokens=seq_len - 1,
+                min_new_tokens=seq_len - 1,
+                pad_token_id=tokenizer.eos_token_id if tokenizer.eos_token_id is not None else start,
+            )
+            rows.append(out[:, :seq_len].cpu())
+    input_ids = torch.cat(rows).long()
+    sequences = [
+        {"slot": i, "pieces": [{"doc_id": f"generated:{gen_seed}:{i}", "start": 0, "end": seq_len}]}
+        for i in range(n_samples)
+    ]
+    calib = CalibrationSet(
+        input_ids=input_ids, sequences=sequences, source=str(dataset_cfg.name), seed=int(seed),
+        slots_available=n_samples, documents_used=n_samples, n_samples_requested=n_samples,
+    )
+    calib.extra = {
+        "generation": {
+            "temperature": temperature, "top_p": float(dataset_cfg.get("top_p", 1.0)),
+            "top_k": int(dataset_cfg.get("top_k", 0)), "generation_seed": gen_seed, "start_token": int(start),
+        }
+    }
+    return calib
+
+
+# ------------------------------------------------------------------------------------- entry
+def build_calibration_set(
+    dataset_cfg: Any,
+    tokenizer,
+    n_samples: int,
+    seq_len: int,
+    seed: int,
+    allow_fewer: bool = False,
+    model=None,
+) -> CalibrationSet:
+    """Draw the calibration set a dataset config describes (see the module docstring).
+
+    Args:
+        dataset_cfg: the ``dataset`` config group.
+        tokenizer: the model's tokenizer.
+        n_samples: sequences in the set.
+        seq_len: tokens per sequence.
+        seed: which disjoint set (document sources, mixtures) or generation seed offset.
+        allow_fewer: see :func:`calib_sweep.data.sampling.draw_calibration_set`.
+        model: the loaded model; required for self-generated sets only.
+
+    Returns:
+        A :class:`CalibrationSet` with ``input_ids`` of shape ``[n, seq_len]`` (int64).
+
+    Raises:
+        ConfigError: invalid config, or too little data (see ``draw_calibration_set``).
+    """
+    validate_source(dataset_cfg)
+    if needs_model(dataset_cfg):
+        if model is None:
+            raise ValueError("self-generated calibration needs the model: call after loading it")
+        return generate_calibration_set(model, tokenizer, dataset_cfg, n_samples, seq_len, seed)
+    if dataset_cfg.loader == "mixture":
+        parts = _components(dataset_cfg)
+        counts = split_counts(n_samples, [w for _, w in parts])
+        drawn = []
+        for (component, weight), count in zip(parts, counts):
+            if count == 0:
+                continue
+            calib_docs, _ = split_documents(load_documents(component), float(component.heldout_fraction))
+            drawn.append((component, weight, draw_calibration_set(
+                calib_docs, tokenizer, count, seq_len, seed, source=str(component.name),
+                permutation_seed=int(component.get("permutation_seed", 0)), allow_fewer=allow_fewer,
+            )))
+        sequences = [
+            {**seq, "source": str(component.name)} for component, _, calib in drawn for seq in calib.sequences
+        ]
+        combined = CalibrationSet(
+            input_ids=torch.cat([calib.input_ids for _, _, calib in drawn]),
+            sequences=sequences, source=str(dataset_cfg.name), seed=int(seed),
+            slots_available=min(c.slots_available * n_samples // max(c.n_samples, 1) for _, _, c in drawn),
+            documents_used=sum(c.documents_used for _, _, c in drawn), n_samples_requested=n_samples,
+        )
+        combined.extra = {
+            "components": [
+                {"dataset": str(comp.name), "weight": weight, "n_samples": calib.n_samples,
+                 "slots_available": calib.slots_available, "token_sha256": calib.token_sha256}
+                for comp, weight, calib in drawn
+            ]
+        }
+        return combined
+    calib_docs, _ = split_documents(load_documents(dataset_cfg), float(dataset_cfg.heldout_fraction))
+    return draw_calibration_set(
+        calib_docs, tokenizer, n_samples, seq_len, seed, source=str(dataset_cfg.name),
+        permutation_seed=int(dataset_cfg.get("permutation_seed", 0)), allow_fewer=allow_fewer,
+    )
+
+
+def heldout_token_ids(dataset_cfg: Any, tokenizer) -> torch.Tensor:
+    """The held-out part of a source as one token stream (documents joined by EOS); ``[n_tokens]`` int64.
+
+    Raises:
+        ConfigError: the source has no held-out document.
+    """
+    docs = load_documents(dataset_cfg)
+    _, held = split_documents(docs, float(dataset_cfg.get("heldout_fraction", 0.0)))
+    if not held:
+        raise ConfigError(
+            f"dataset {dataset_cfg.name!r} has no held-out document. Fix: set its heldout_fraction > 0."
+        )
+    return torch.tensor([t for ids in tokenize_documents(held, tokenizer) for t in ids], dtype=torch.long)
