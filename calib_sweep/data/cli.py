@@ -1,0 +1,226 @@
+"""``python -m calib_sweep.data`` (also ``calib-sweep-data``): list sources, inspect and rebuild calibration sets.
+
+Commands::
+
+    sources [OVERRIDES...]              every dataset config with documents and tokens (calibration /
+                                        held-out) for the model's tokenizer, and how many disjoint sets
+                                        of samples.n_samples x samples.seq_len each can give
+    inspect [--results FILE | OVERRIDES...] [--show N]
+                                        statistics and anomaly flags of each sample of a calibration set
+    rebuild FILE [--export OUT.jsonl]   rebuild the calibration set recorded in a results.json from its
+                                        manifest (document ids and token spans), check its SHA-256, and
+                                        optionally write the sequences' text (to publish the data)
+
+OVERRIDES are the job's Hydra overrides, e.g. ``dataset=offline_news seed=3 samples=cpu model=...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from calib_sweep.errors import ConfigError
+
+
+def compose(overrides: list[str]):
+    """The job config for ``overrides``, exactly as ``python -m calib_sweep`` composes it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    with initialize_config_module(config_module="calib_sweep.conf", version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=overrides)
+
+
+def _tokenizer(cfg):
+    from calib_sweep import models
+
+    return models.load_tokenizer(cfg.model)
+
+
+def cmd_sources(overrides: list[str], out=sys.stdout) -> list[dict[str, Any]]:
+    """Print and return one row per dataset config: kind, documents, tokens, disjoint sets."""
+    from calib_sweep.data import build
+    from calib_sweep.data.sampling import tokenize_documents
+    from calib_sweep.data.sources import load_documents, split_documents
+
+    cfg = compose(overrides)
+    tokenizer = _tokenizer(cfg)
+    n, seq_len = int(cfg.samples.n_samples), int(cfg.samples.seq_len)
+    rows = []
+    for path in sorted(build.CONF_DATASET_DIR.glob("*.yaml")):
+        source = OmegaConf.load(path)
+        row: dict[str, Any] = {"name": path.stem, "loader": source.get("loader")}
+        if source.get("loader") in ("hub", "self_generated", "mixture", "jsonl"):
+            row["note"] = {
+                "hub": "Hugging Face Hub (not counted offline)", "self_generated": "written by the model",
+                "mixture": "weighted mix of: " + ", ".join(str(c.dataset) for c in source.get("components") or []),
+                "jsonl": "your own file (dataset.path)",
+            }[source.loader]
+        else:
+            try:
+                docs = load_documents(source)
+                calib, held = split_documents(docs, float(source.get("heldout_fraction", 0)))
+                calib_tokens = sum(map(len, tokenize_documents(calib, tokenizer)))
+                held_tokens = sum(map(len, tokenize_documents(held, tokenizer))) if held else 0
+                row.update(
+                    documents=len(docs), calibration_documents=len(calib), heldout_documents=len(held),
+                    calibration_tokens=calib_tokens, heldout_tokens=held_tokens,
+                    disjoint_sets=(calib_tokens // seq_len) // n,
+                )
+            except Exception as exc:  # one broken source must not hide the others
+                row["note"] = f"unavailable: {exc}"
+        rows.append(row)
+    print(f"sources for tokenizer of {cfg.model.name}; disjoint sets of {n} x {seq_len} tokens", file=out)
+    header = f"{'name':<22}{'loader':<26}{'docs':>7}{'calib tokens':>14}{'held-out tokens':>17}{'sets':>7}  note"
+    print(header, file=out)
+    for r in rows:
+        print(
+            f"{r['name']:<22}{str(r['loader']):<26}{r.get('documents', ''):>7}{r.get('calibration_tokens', ''):>14}"
+            f"{r.get('heldout_tokens', ''):>17}{r.get('disjoint_sets', ''):>7}  {r.get('note', '')}",
+            file=out,
+        )
+    return rows
+
+
+def _load_model_if_needed(cfg):
+    from calib_sweep import models
+    from calib_sweep.data import needs_model
+
+    if not needs_model(cfg.dataset):
+        return None
+    device = models.resolve_device(cfg.device)
+    return models.load_model(cfg.model, device, models.resolve_dtype(cfg.dtype, device))
+
+
+def cmd_inspect(results: str | None, overrides: list[str], show: int, out=sys.stdout) -> list[dict[str, Any]]:
+    """Print statistics and flags of each sample; return the rows (with text)."""
+    from calib_sweep.data import build_calibration_set
+    from calib_sweep.data.inspect import THRESHOLDS, inspect_set
+
+    cfg = OmegaConf.create(json.loads(Path(results).read_text())["config"]) if results else compose(overrides)
+    tokenizer = _tokenizer(cfg)
+    calib = build_calibration_set(
+        cfg.dataset, tokenizer, int(cfg.samples.n_samples), int(cfg.samples.seq_len), int(cfg.seed),
+        allow_fewer=bool(cfg.samples.get("allow_fewer", False)), model=_load_model_if_needed(cfg),
+    )
+    expect = "code" if "code" in str(cfg.dataset.name) else "en"
+    rows = inspect_set(calib, tokenizer, expect_language=expect)
+    print(
+        f"calibration set {calib.source} seed={calib.seed}: {calib.n_samples} x {calib.seq_len} tokens, "
+        f"sha256 {calib.token_sha256[:16]}; flag thresholds {THRESHOLDS}",
+        file=out,
+    )
+    print(f"{'#':>4}{'chars':>7}{'non-alpha':>11}{'rep.lines':>11}{'distinct':>10}{'lang':>7}  flags", file=out)
+    for r in rows:
+        print(
+            f"{r['index']:>4}{r['chars']:>7}{r['non_alpha']:>11.1%}{r['repeated_lines']:>11.1%}"
+            f"{r['distinct_tokens']:>10.1%}{r['language']:>7}  {'; '.join(r['flags'])}",
+            file=out,
+        )
+    flagged = [r for r in rows if r["flags"]]
+    print(f"{len(flagged)} of {len(rows)} samples flagged", file=out)
+    for r in rows[:show]:
+        print(f"--- sample {r['index']} ---\n{r['text'][:600]}", file=out)
+    return rows
+
+
+def rebuild_input_ids(record: dict[str, Any], tokenizer=None) -> torch.Tensor:
+    """Rebuild a recorded calibration set from its manifest.
+
+    Document sources and mixtures are rebuilt from the manifest alone (document ids and token
+    spans), without re-running the sampler; self-generated sets are generated again with the
+    recorded model and settings (equal on the same hardware).
+
+    Args:
+        record: a ``results.json`` as a dict (needs ``config`` and ``calibration``).
+        tokenizer: the model's tokenizer (loaded from the config when None).
+
+    Returns:
+        ``int64`` tensor ``[n_samples, seq_len]``.
+
+    Raises:
+        ConfigError: the record has no manifest, or a document named in it no longer exists.
+    """
+    from calib_sweep.data import build, build_calibration_set
+    from calib_sweep.data.sampling import tokenize_documents
+    from calib_sweep.data.sources import load_documents
+
+    if "calibration" not in record:
+        raise ConfigError("this results.json has no calibration manifest (the job failed before drawing it).")
+    cfg = OmegaConf.create(record["config"])
+    manifest = record["calibration"]
+    tokenizer = tokenizer or _tokenizer(cfg)
+    if "generation" in manifest:
+        model = _load_model_if_needed(cfg)
+        return build_calibration_set(cfg.dataset, tokenizer, manifest["n_samples"], manifest["seq_len"],
+                                     manifest["seed"], model=model).input_ids
+    tokens: dict[str, dict[str, list[int]]] = {}
+    rows = []
+    for seq in manifest["sequences"]:
+        source = seq.get("source", cfg.dataset.name)
+        if source not in tokens:
+            source_cfg = cfg.dataset if source == cfg.dataset.name else build.dataset_config(source)
+            docs = load_documents(source_cfg)
+            wanted = {p["doc_id"] for s in manifest["sequences"] if s.get("source", cfg.dataset.name) == source
+                      for p in s["pieces"]}
+            chosen = [d for d in docs if d.doc_id in wanted]
+            missing = wanted - {d.doc_id for d in chosen}
+            if missing:
+                raise ConfigError(f"documents {sorted(missing)[:3]} of source {source!r} no longer exist; cannot rebuild.")
+            tokens[source] = {d.doc_id: ids for d, ids in zip(chosen, tokenize_documents(chosen, tokenizer))}
+        rows.append([t for p in seq["pieces"] for t in tokens[source][p["doc_id"]][p["start"] : p["end"]]])
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def cmd_rebuild(results: str, export: str | None, out=sys.stdout) -> bool:
+    """Rebuild, compare hashes, optionally export text; return whether the hash matched."""
+    from calib_sweep.data.sampling import token_hash
+
+    record = json.loads(Path(results).read_text())
+    cfg = OmegaConf.create(record["config"])
+    tokenizer = _tokenizer(cfg)
+    ids = rebuild_input_ids(record, tokenizer)
+    expected = record["calibration"]["token_sha256"]
+    got = token_hash(ids)
+    ok = got == expected
+    print(f"{'OK' if ok else 'MISMATCH'}: rebuilt {ids.shape[0]} x {ids.shape[1]} tokens, sha256 {got}"
+          + ("" if ok else f" != recorded {expected}"), file=out)
+    if export:
+        with open(export, "w", encoding="utf-8") as handle:
+            for index, (row, seq) in enumerate(zip(ids.tolist(), record["calibration"]["sequences"])):
+                handle.write(json.dumps({"index": index, "pieces": seq["pieces"], "text": tokenizer.decode(row)}) + "\n")
+        print(f"wrote {ids.shape[0]} sequences to {export}", file=out)
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit code (2 for invalid input, 1 for a hash mismatch)."""
+    parser = argparse.ArgumentParser(prog="calib-sweep-data", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_sources = sub.add_parser("sources", help="list every source with its size for the model's tokenizer")
+    p_sources.add_argument("overrides", nargs="*")
+    p_inspect = sub.add_parser("inspect", help="statistics and anomaly flags of a calibration set's samples")
+    p_inspect.add_argument("--results", help="a results.json whose calibration set to inspect")
+    p_inspect.add_argument("--show", type=int, default=0, help="print the text of the first N samples")
+    p_inspect.add_argument("overrides", nargs="*")
+    p_rebuild = sub.add_parser("rebuild", help="rebuild a recorded calibration set and check its hash")
+    p_rebuild.add_argument("results")
+    p_rebuild.add_argument("--export", help="write the sequences' text as JSON lines to this file")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "sources":
+            cmd_sources(args.overrides)
+        elif args.command == "inspect":
+            cmd_inspect(args.results, args.overrides, args.show)
+        else:
+            return 0 if cmd_rebuild(args.results, args.export) else 1
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"calib-sweep-data: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
