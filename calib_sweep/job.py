@@ -36,7 +36,7 @@ from calib_sweep.data import (
     validate_source,
 )
 from calib_sweep.errors import ConfigError
-from calib_sweep.evaluation import perplexity
+from calib_sweep.evaluation import evaluate_model
 from calib_sweep.tracking import WandbRun, write_results
 
 log = logging.getLogger(__name__)
@@ -179,17 +179,8 @@ def run_job(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
             record["compression"] = methods.verify(model, cfg.method, before)
             log.info("compression check: %s", record["compression"]["summary"])
 
-        metrics: dict[str, float] = {}
-        evaluation: dict[str, Any] = {}
         with stages("evaluate"):
-            ppl_cfg = cfg.eval.perplexity
-            for name, tokens in eval_tokens.items():
-                result = perplexity(
-                    model, tokens, int(ppl_cfg.seq_len), ppl_cfg.max_windows, int(ppl_cfg.batch_size), text=f"{name}/heldout"
-                )
-                metrics[f"perplexity/{name}"] = result["perplexity"]
-                evaluation[f"perplexity/{name}"] = result["protocol"]
-                log.info("perplexity/%s = %.3f", name, result["perplexity"])
+            metrics, evaluation = evaluate_model(model, tokenizer, cfg.eval, eval_tokens)
         summary = record["compression"]["summary"]
         if "mean_sparsity" in summary:
             metrics["compression/mean_sparsity"] = summary["mean_sparsity"]
