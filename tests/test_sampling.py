@@ -123,3 +123,19 @@ def test_bad_sizes_are_named(n_samples, seq_len, seed, pattern):
     with pytest.raises(ConfigError, match=pattern.replace("(", r"\(")) as err:
         validate_samples(n_samples, seq_len, seed, max_positions=2048)
     assert "Fix:" in str(err.value)
+
+
+def test_prebuilt_10000_row_dataset_gives_exactly_16_sequences_c07(tmp_path, word_tokenizer):
+    import datasets
+
+    from calib_sweep.data import build_calibration_set
+    from helpers import compose_cfg
+
+    rng = random.Random(7)
+    datasets.Dataset.from_dict({"text": [make_text(rng, 30) for _ in range(10_000)]}).save_to_disk(str(tmp_path / "ds"))
+    cfg = compose_cfg(["dataset=local_hf_disk", f"dataset.path={tmp_path / 'ds'}"])
+    calib = build_calibration_set(cfg.dataset, word_tokenizer, n_samples=16, seq_len=128, seed=0)
+    manifest = calib.manifest()
+    assert calib.input_ids.shape == (16, 128)
+    assert manifest["n_samples"] == 16 and manifest["n_samples_requested"] == 16 and manifest["n_tokens"] == 2048
+    assert manifest["slots_available"] > 2000  # 10,000 rows x 31 tokens; only 16 windows used

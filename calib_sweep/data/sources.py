@@ -134,11 +134,37 @@ def _local_jsonl(source_cfg: Any) -> list[Document]:
     return docs
 
 
+def _hf_disk(source_cfg: Any) -> list[Document]:
+    """Documents from a pre-built ``datasets`` dataset saved with ``save_to_disk`` (one row = one document).
+
+    Fields: ``path`` (the saved folder), ``text_field``, optional ``split`` (for a DatasetDict) and
+    ``id_field`` (default: the row index).
+    """
+    import datasets
+
+    path = Path(str(source_cfg.path)).expanduser()
+    if not path.is_dir():
+        raise ConfigError(f"dataset.path={str(path)!r} is not a folder. Fix: point it at a dataset saved with save_to_disk.")
+    data = datasets.load_from_disk(str(path))
+    if isinstance(data, datasets.DatasetDict):
+        split = source_cfg.get("split") or "train"
+        if split not in data:
+            raise ConfigError(f"dataset.split={split!r} is not in {sorted(data)}. Fix: set dataset.split.")
+        data = data[split]
+    field = source_cfg.get("text_field", "text")
+    if field not in data.column_names:
+        raise ConfigError(f"dataset.text_field={field!r} is not a column of {path} ({data.column_names}). Fix: set it.")
+    id_field = source_cfg.get("id_field")
+    ids = data[id_field] if id_field else range(len(data))
+    return [Document(doc_id=str(i), text=str(t)) for i, t in zip(ids, data[field]) if t]
+
+
 #: Loaders by ``dataset.loader``.  Each takes the dataset config and returns all documents in a
 #: stable order.  Modules add theirs with :func:`register_loader`.
 LOADERS: dict[str, Callable[[Any], list[Document]]] = {
     "gensim_enwiki": _offline_wikipedia,
     "jsonl": _local_jsonl,
+    "hf_disk": _hf_disk,
 }
 
 
