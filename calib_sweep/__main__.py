@@ -25,10 +25,13 @@ def _app(cfg: DictConfig) -> float | None:
     from calib_sweep.errors import ConfigError
     from calib_sweep.job import one_line, report_failure, run_job
 
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
-    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    hydra_cfg = HydraConfig.get()
+    output_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    # One W&B group per sweep: the sweep folder, e.g. multirun/2026-11-29/14-30-00.
+    group = str(hydra_cfg.sweep.dir) if multirun else None
     try:
-        record = run_job(cfg, output_dir)
+        record = run_job(cfg, output_dir, resume=multirun, group=group)
     except (ConfigError, AssetError) as exc:
         report_failure(exc, output_dir)
         if multirun:
@@ -40,6 +43,8 @@ def _app(cfg: DictConfig) -> float | None:
             return None
         report_failure(exc, output_dir)
         sys.exit(1)
+    if record["status"] == "skipped":
+        return None
     metrics = record["metrics"]
     for key, value in metrics.items():
         log.info("%s = %.4f", key, value)

@@ -4,7 +4,8 @@ A job is a pure function of its resolved config: rerunning it from ``results.jso
 same hardware gives the same numbers.  Every cheap check runs before any weights are loaded
 (:func:`validate`), so bad input fails in seconds with one clear line.
 
-``results.json`` keys: ``status`` ("ok" or "failed"), ``config`` (resolved), ``metrics``
+``results.json`` keys: ``status`` ("ok" or "failed"), ``config_key`` (hash of the config, see
+:func:`calib_sweep.tracking.config_key`), ``config`` (resolved), ``metrics``
 (``perplexity/<text>``), ``evaluation`` (perplexity protocols), ``compression`` (verification
 figures), ``calibration`` (the manifest), ``timings`` (seconds per stage), ``memory`` (peak bytes),
 ``versions``, ``wandb``, and for failures ``error``, ``error_type``, ``stage``.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import json
 import logging
 import platform
 import resource
@@ -37,7 +39,7 @@ from calib_sweep.data import (
 )
 from calib_sweep.errors import ConfigError
 from calib_sweep.evaluation import evaluate_model
-from calib_sweep.tracking import WandbRun, write_results
+from calib_sweep.tracking import WandbRun, config_key, find_finished, register_finished, write_results
 
 log = logging.getLogger(__name__)
 
@@ -114,19 +116,37 @@ def _eval_sources(cfg: DictConfig) -> dict[str, Any]:
     return sources
 
 
-def run_job(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
+def run_job(cfg: DictConfig, output_dir: str | Path, resume: bool = False, group: str | None = None) -> dict[str, Any]:
     """Run one job and write ``output_dir/results.json``.
 
     On failure a failure record (``status: "failed"``, error, stage) is written instead, then the
     exception is re-raised; other jobs' folders are never touched.
 
+    Args:
+        cfg: the composed job config.
+        output_dir: the job's folder.
+        resume: skip the job when ``cfg.resume.index_dir`` records a finished job with the same
+            config key (unless ``cfg.resume.force``); a ``skipped.json`` then points at it.
+        group: W&B group (the sweep), used unless ``logger.group`` is set.
+
     Returns:
-        The record written to ``results.json``.
+        The record written to ``results.json`` (or, when skipped, ``{"status": "skipped", ...}``).
     """
     output_dir = Path(output_dir)
     stages = _Stages()
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    record: dict[str, Any] = {"status": "running", "config": resolved, "versions": versions()}
+    key = config_key(resolved)
+    resume_cfg = cfg.get("resume") or {}
+    index_dir = Path(str(resume_cfg.get("index_dir", "multirun/.index")))
+    if resume and resume_cfg.get("enabled", True) and not resume_cfg.get("force", False):
+        previous = find_finished(key, index_dir)
+        if previous is not None:
+            log.info("skipping: a finished job with this config exists at %s (resume.force=true reruns it)", previous)
+            skipped = {"status": "skipped", "config_key": key, "results": str(previous)}
+            output_dir.mkdir(parents=True, exist_ok=True)
+            (output_dir / "skipped.json").write_text(json.dumps(skipped, indent=2) + "\n")
+            return skipped
+    record: dict[str, Any] = {"status": "running", "config_key": key, "config": resolved, "versions": versions()}
     run: WandbRun | None = None
     device = None
     try:
@@ -161,7 +181,9 @@ def run_job(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
             calib = None if needs_model(cfg.dataset) else calibrate()
             eval_tokens = {name: heldout_token_ids(source_cfg, tokenizer) for name, source_cfg in eval_sources.items()}
 
-        run = WandbRun(cfg.get("logger"), resolved, output_dir, name=output_dir.name)
+        tags = [f"method:{cfg.method.name}", f"model:{cfg.model.name}", f"source:{cfg.dataset.name}", f"seed:{cfg.seed}"]
+        run = WandbRun(cfg.get("logger"), resolved, output_dir, name=output_dir.name, group=group, tags=tags,
+                       run_id=key[:32])
         record["wandb"] = run.info
 
         with stages("load"):
@@ -186,6 +208,11 @@ def run_job(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
             metrics["compression/mean_sparsity"] = summary["mean_sparsity"]
         record.update(status="ok", metrics=metrics, evaluation=evaluation)
         run.log({**metrics, **{f"time/{k}": v for k, v in stages.timings.items()}})
+        if calib is not None and run.run is not None:
+            manifest_path = output_dir / "calibration.json"
+            manifest_path.write_text(json.dumps(record["calibration"], indent=1))
+            run.log_artifact(manifest_path, f"calibration-{calib.source}-s{calib.seed}-{calib.token_sha256[:12]}",
+                             "calibration-set")
     except BaseException as exc:
         record.update(
             status="failed",
@@ -203,8 +230,12 @@ def run_job(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         raise
     record["timings"] = stages.timings
     record["memory"] = peak_memory(device)
-    write_results(output_dir, record)
+    results = write_results(output_dir, record)
     run.finish()
+    try:
+        register_finished(key, results, index_dir)
+    except OSError as exc:  # the index only speeds up resume; results.json is already safe
+        log.warning("could not index %s for resume: %s", results, exc)
     return record
 
 

@@ -11,6 +11,7 @@ on the network beyond the probe: W&B failures are logged and never fail the job,
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -60,6 +61,53 @@ def write_results(folder: str | os.PathLike, record: dict[str, Any]) -> Path:
     return target
 
 
+#: Config keys that do not change a job's numbers and so are left out of its key.
+_NOT_IN_KEY = ("logger", "resume")
+
+
+def config_key(resolved: dict[str, Any]) -> str:
+    """SHA-256 (hex) of a job's resolved config without ``logger`` and ``resume``.
+
+    Two jobs with the same key compute the same numbers (on the same hardware): the key drives
+    resume (skip finished jobs) and the W&B run id (no duplicate runs when a sweep is rerun).
+    """
+    payload = {k: v for k, v in resolved.items() if k not in _NOT_IN_KEY}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def find_finished(key: str, index_dir: str | os.PathLike) -> Path | None:
+    """The ``results.json`` of an earlier successful job with this key, if it still exists."""
+    entry = Path(index_dir) / f"{key}.json"
+    try:
+        target = Path(json.loads(entry.read_text())["results"])
+        record = json.loads(target.read_text())
+    except (OSError, ValueError, KeyError):
+        return None
+    return target if record.get("status") == "ok" and record.get("config_key") == key else None
+
+
+def register_finished(key: str, results: str | os.PathLike, index_dir: str | os.PathLike) -> None:
+    """Record (atomically) that ``results`` holds the finished job with this key."""
+    index_dir = Path(index_dir)
+    index_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=index_dir, prefix=".entry-")
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"results": str(Path(results).resolve())}, handle)
+    os.replace(tmp, index_dir / f"{key}.json")
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"method": {"name": "gptq"}}`` -> ``{"method.name": "gptq"}`` (for dashboard filters)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
 def _has_api_key(host: str) -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
@@ -95,7 +143,27 @@ def resolve_mode(logger_cfg: Any) -> str:
 class WandbRun:
     """A W&B run that never fails the job: every call is guarded and logged on error."""
 
-    def __init__(self, logger_cfg: Any, config: dict[str, Any], folder: str | os.PathLike, name: str):
+    def __init__(
+        self,
+        logger_cfg: Any,
+        config: dict[str, Any],
+        folder: str | os.PathLike,
+        name: str,
+        group: str | None = None,
+        tags: list[str] | None = None,
+        run_id: str | None = None,
+    ):
+        """Start the run (or nothing, when disabled).
+
+        Args:
+            logger_cfg: the ``logger`` config group.
+            config: the resolved job config; logged flattened (``method.name`` ...).
+            folder: the job folder; offline runs are written under ``folder/wandb``.
+            name: display name.
+            group: W&B group (one per sweep); ``logger.group`` wins when set.
+            tags: extra tags (method, model, source, seed), added to ``logger.tags``.
+            run_id: stable id (from :func:`config_key`), so a rerun resumes instead of duplicating.
+        """
         self.run = None
         self.mode = "disabled"
         if logger_cfg is None or not logger_cfg.get("enabled", True):
@@ -109,10 +177,12 @@ class WandbRun:
             self.run = wandb.init(
                 project=logger_cfg.get("project"),
                 entity=logger_cfg.get("entity"),
-                group=logger_cfg.get("group"),
-                tags=list(logger_cfg.get("tags") or []),
+                group=logger_cfg.get("group") or group,
+                tags=list(logger_cfg.get("tags") or []) + list(tags or []),
                 name=name,
-                config=config,
+                id=run_id,
+                resume="allow" if run_id else None,
+                config=flatten(config),
                 dir=str(folder),
                 mode=self.mode,
                 reinit="finish_previous",
@@ -138,6 +208,19 @@ class WandbRun:
             self.run.summary.update(metrics)
         except Exception as exc:
             log.warning("W&B log failed: %s", exc)
+
+    def log_artifact(self, path: str | os.PathLike, name: str, kind: str) -> None:
+        """Attach a file (e.g. the calibration manifest) to the run as an artifact."""
+        if self.run is None:
+            return
+        try:
+            import wandb
+
+            artifact = wandb.Artifact(name=name, type=kind)
+            artifact.add_file(str(path))
+            self.run.log_artifact(artifact)
+        except Exception as exc:
+            log.warning("W&B artifact failed: %s", exc)
 
     def finish(self, exit_code: int = 0) -> None:
         """Close the run (exit code 1 marks it failed in the dashboard)."""
