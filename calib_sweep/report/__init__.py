@@ -1,0 +1,77 @@
+"""Report: the study's tables and figures from one or more sweeps.
+
+``python -m calib_sweep.report <sweep folder...>`` (or ``calib-sweep-report``) reads every job under the
+folders (:mod:`calib_sweep.report.collect`), computes per model x method x source x size the mean, sample
+SD (ddof=1), min, max and range across seeds of every metric (:mod:`calib_sweep.report.aggregate`), and
+writes CSV, Markdown and one self-contained HTML page with box plots and sample-size curves; when the runs
+were online, the summary also goes to W&B (:mod:`calib_sweep.report.wandb_upload`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from calib_sweep.report.aggregate import Summary, describe, summarize
+from calib_sweep.report.collect import Job, ReportError, load_jobs
+
+__all__ = ["Job", "ReportError", "Summary", "ReportFiles", "describe", "load_jobs", "summarize", "write_report"]
+
+
+@dataclass
+class ReportFiles:
+    """What :func:`write_report` wrote: the folder, the HTML page, the Markdown file, CSVs and figure PNGs."""
+
+    out: Path
+    html: Path
+    markdown: Path
+    csvs: list[Path] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+    summary: Summary | None = None
+
+
+def write_report(paths: Iterable[str | Path], out: str | Path, *, wandb: bool = True,
+                 say: Callable[[str], None] = print) -> ReportFiles:
+    """Read the sweeps under ``paths`` and write the report into ``out`` (created if needed).
+
+    Files: ``report.html`` (self-contained), ``report.md``, ``summary.csv``, ``main_table.csv``,
+    ``dispersion.csv``, ``jobs.csv``, ``sample_size.csv`` and ``dense_reference.csv`` when they apply,
+    and ``figures/*.png``.
+
+    Args:
+        paths: sweep folders (``multirun/<date>/<time>``, ``multirun/``, a job folder, ...).
+        out: the report folder.
+        wandb: also send the summary to W&B when the runs were online (see :mod:`.wandb_upload`).
+        say: where one-line progress messages go.
+
+    Raises:
+        ReportError: a path does not exist, or holds no job folder.
+    """
+    from calib_sweep.report.figures import all_figures
+    from calib_sweep.report.html import render_html
+    from calib_sweep.report.tables import build_tables, markdown, write_csvs
+
+    paths = [Path(p) for p in paths]
+    jobs = load_jobs(paths)
+    summary = summarize(jobs)
+    out = Path(out)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    tables = build_tables(summary)
+    figures = all_figures(summary)
+    figure_paths = []
+    for figure in figures:
+        path = out / "figures" / f"{figure.name}.png"
+        path.write_bytes(figure.png)
+        figure_paths.append(path)
+    sources = [str(p) for p in paths]
+    csvs = write_csvs(summary, out)
+    md = out / "report.md"
+    md.write_text(markdown(summary, tables, sources, {f.title: f"figures/{f.name}.png" for f in figures}), encoding="utf-8")
+    page = out / "report.html"
+    page.write_text(render_html(summary, tables, figures, sources), encoding="utf-8")
+    if wandb:
+        from calib_sweep.report.wandb_upload import upload
+
+        upload(summary, out, {f.title: p for f, p in zip(figures, figure_paths)}, say=say)
+    return ReportFiles(out=out, html=page, markdown=md, csvs=csvs, figures=figure_paths, summary=summary)

@@ -1,0 +1,51 @@
+"""``python -m calib_sweep.report <sweep folder...>`` / ``calib-sweep-report``: write the sweep report.
+
+Exit codes: 0 written; 2 bad input (no such folder, no job folder under it), with one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from calib_sweep.report.collect import ReportError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="calib-sweep-report",
+        description="The study's tables and figures from one or more sweeps: per model x method x source, mean, "
+                    "SD (ddof=1), min, max and range across calibration sets (seeds) of every metric; dispersion per "
+                    "task; sample-size curves. Writes report.html, report.md, CSV files and figures/*.png.",
+    )
+    parser.add_argument("folders", nargs="+", type=Path, help="sweep folders (multirun/<date>/<time>, multirun/, job folders)")
+    parser.add_argument("-o", "--out", type=Path, default=None,
+                        help="report folder (default: <folder>/report for one folder, ./sweep_report for several)")
+    parser.add_argument("--no-wandb", action="store_true", help="do not send the summary to W&B even when the runs were online")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point; returns (and exits with) the exit code."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    out = args.out or (args.folders[0] / "report" if len(args.folders) == 1 else Path("sweep_report"))
+    try:
+        from calib_sweep.report import write_report
+
+        files = write_report(args.folders, out, wandb=not args.no_wandb)
+    except ReportError as exc:
+        print(f"calib-sweep-report: error: {exc}", file=sys.stderr)
+        return 2
+    counts = files.summary.counts
+    print("jobs: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+    print(f"report: {files.html}")
+    print(f"        {files.markdown}")
+    print(f"        {len(files.csvs)} CSV files, {len(files.figures)} figures in {files.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

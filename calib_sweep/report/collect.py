@@ -1,0 +1,275 @@
+"""Find a sweep's jobs and read them: finished (``ok``), ``failed`` (with its error) and ``missing``.
+
+A *job folder* is a folder that holds ``results.json`` or a Hydra ``.hydra/`` folder.  A job folder with
+``.hydra/`` but no ``results.json`` has not finished (still running, or killed): it is reported as
+``missing`` and placed in its group from ``.hydra/config.yaml``.  Folders are searched recursively, so a
+``multirun/`` root, one sweep (``multirun/<date>/<time>``), one job folder or ``outputs/`` all work, and
+several may be combined.  When the same job (same config and seed) appears more than once (a rerun in a
+second sweep), the best record wins: ``ok`` over ``failed`` over ``missing``, then the newest; the others
+are kept as ``superseded``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+RESULTS_FILE = "results.json"
+HYDRA_DIR = ".hydra"
+
+# Config keys that never change the numbers (where a run is logged, how it is named): they do not split
+# groups.  Everything else that varies between jobs of a sweep (method.sparsity, eval.*, dtype, ...) does.
+IGNORED_CONFIG_PREFIXES = ("logger.", "hydra.")
+GROUP_KEYS = ("model", "method", "source", "n_samples", "seq_len")
+_GROUP_PATHS = {
+    "model": "model.name", "method": "method.name", "source": "dataset.name",
+    "n_samples": "samples.n_samples", "seq_len": "samples.seq_len", "seed": "seed",
+}
+
+
+class ReportError(Exception):
+    """Bad input for the report (no such folder, no jobs in it): one line, exit code 2 at the CLI."""
+
+
+@dataclass
+class Job:
+    """One job of a sweep, as read from its folder.
+
+    Attributes:
+        folder: the job folder.
+        status: ``ok``, ``failed``, ``missing`` (no ``results.json`` yet) or ``superseded``.
+        config: the resolved config (``results.json``) or the composed one (``.hydra/config.yaml``).
+        metrics: metric name -> float (``perplexity/<text>``, ``zeroshot/<task>/acc``, ...); empty unless ok.
+        dense_metrics: the dense reference figures (``results.json["dense"]["metrics"]``), if any.
+        error: ``"<error_type> at <stage>: <error>"`` for failed jobs.
+        wandb_mode: ``results.json["wandb"]["mode"]`` (``online``, ``offline``, ``disabled``) or None.
+        mtime: modification time of ``results.json`` (seconds since the epoch), 0 when missing.
+    """
+
+    folder: Path
+    status: str
+    config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    dense_metrics: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    wandb_mode: str | None = None
+    mtime: float = 0.0
+    variant: str = ""
+
+    def get(self, dotted: str, default: Any = None) -> Any:
+        """A config value by dotted path (``samples.n_samples``), or ``default``."""
+        node: Any = self.config
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return default
+            node = node[part]
+        return node
+
+    @property
+    def model(self) -> str:
+        return str(self.get("model.name", "?"))
+
+    @property
+    def method(self) -> str:
+        return str(self.get("method.name", "?"))
+
+    @property
+    def source(self) -> str:
+        return str(self.get("dataset.name", "?"))
+
+    @property
+    def n_samples(self) -> int | None:
+        return _as_int(self.get("samples.n_samples"))
+
+    @property
+    def seq_len(self) -> int | None:
+        return _as_int(self.get("samples.seq_len"))
+
+    @property
+    def seed(self) -> int | None:
+        return _as_int(self.get("seed"))
+
+    @property
+    def group(self) -> tuple:
+        """(model, method, source, n_samples, seq_len, variant): the jobs that differ only by seed."""
+        return (self.model, self.method, self.source, self.n_samples, self.seq_len, self.variant)
+
+
+def _as_int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def as_float(value: Any) -> float | None:
+    """A metric value as a float (``"nan"``/``"inf"`` strings as written by ``write_results``), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _numeric(metrics: Any) -> dict[str, float]:
+    if not isinstance(metrics, dict):
+        return {}
+    out = {}
+    for key, value in metrics.items():
+        number = as_float(value)
+        if number is not None:
+            out[str(key)] = number
+    return out
+
+
+def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists become their JSON text."""
+    if not isinstance(config, dict):
+        return {prefix.rstrip("."): json.dumps(config, sort_keys=True) if isinstance(config, list) else config}
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        out.update(flatten(value, f"{prefix}{key}."))
+    return out
+
+
+def find_job_folders(root: Path) -> list[Path]:
+    """Every job folder under ``root`` (``root`` itself when it is one), sorted; job folders are not entered."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        if RESULTS_FILE in filenames or HYDRA_DIR in dirnames:
+            found.append(here)
+            dirnames[:] = []
+            continue
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "wandb")
+    return sorted(found)
+
+
+def read_job(folder: Path) -> Job:
+    """Read one job folder (see the module docstring for the statuses)."""
+    results = folder / RESULTS_FILE
+    if not results.is_file():
+        return Job(folder=folder, status="missing", config=_hydra_config(folder), error="no results.json (running or killed)")
+    mtime = results.stat().st_mtime
+    try:
+        record = json.loads(results.read_text(encoding="utf-8"))
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        return Job(folder=folder, status="failed", config=_hydra_config(folder),
+                   error=f"unreadable results.json: {exc}", mtime=mtime)
+    config = record.get("config") if isinstance(record.get("config"), dict) else _hydra_config(folder)
+    wandb_info = record.get("wandb") if isinstance(record.get("wandb"), dict) else {}
+    dense = record.get("dense") if isinstance(record.get("dense"), dict) else {}
+    job = Job(folder=folder, status=str(record.get("status", "failed")), config=config,
+              wandb_mode=wandb_info.get("mode"), mtime=mtime, dense_metrics=_numeric(dense.get("metrics")))
+    if job.status == "ok":
+        job.metrics = _numeric(record.get("metrics"))
+    else:
+        if job.status not in ("failed", "missing"):  # "running" or anything unexpected: not a result
+            job.error = f"status {job.status!r} in results.json"
+            job.status = "missing"
+        else:
+            job.error = f"{record.get('error_type', 'Error')} at {record.get('stage', '?')}: {record.get('error', '')}".strip()
+    return job
+
+
+def _hydra_config(folder: Path) -> dict[str, Any]:
+    path = folder / HYDRA_DIR / "config.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        from omegaconf import OmegaConf
+
+        loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        return loaded if isinstance(loaded, dict) else {}
+    except Exception:  # a half-written config must not stop the report
+        return {}
+
+
+_CONTEXT = {"method.": "method.name", "dataset.": "dataset.name", "model.": "model.name", "samples.": None}
+
+
+def _context(key: str, flat: dict[str, Any]) -> Any:
+    """Jobs compare a key only with jobs of the same method (``method.*``), source (``dataset.*``) or model."""
+    for prefix, name_key in _CONTEXT.items():
+        if key.startswith(prefix) and name_key:
+            return flat.get(name_key)
+    return None
+
+
+def _assign_variants(jobs: list[Job]) -> None:
+    """Label each job with the config values (besides the group keys and seed) that vary between comparable jobs.
+
+    A key varies when jobs of the same context (same method for ``method.*``, same source for
+    ``dataset.*``, same model for ``model.*``, all jobs otherwise) that have the key hold different values;
+    a key missing from a job (an older config) is not a difference.
+    """
+    flat = [flatten(job.config) for job in jobs]
+    skip = set(_GROUP_PATHS.values())
+    seen: dict[tuple, set[str]] = {}
+    for f in flat:
+        for key, value in f.items():
+            if key in skip or key.startswith(IGNORED_CONFIG_PREFIXES):
+                continue
+            seen.setdefault((key, json.dumps(_context(key, f), default=str)), set()).add(json.dumps(value, sort_keys=True, default=str))
+    for job, f in zip(jobs, flat):
+        parts = [f"{key}={value}" for key, value in sorted(f.items())
+                 if len(seen.get((key, json.dumps(_context(key, f), default=str)), ())) > 1]
+        job.variant = ", ".join(parts)
+
+
+_RANK = {"ok": 0, "failed": 1, "missing": 2}
+
+
+def load_jobs(paths: Iterable[str | os.PathLike]) -> list[Job]:
+    """Read every job under the given sweep folders (see the module docstring).
+
+    Returns:
+        The jobs, sorted by group then seed; duplicates of one job are marked ``superseded``.
+
+    Raises:
+        ReportError: a path does not exist or is not a folder, or no job folder is found under any of them.
+    """
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ReportError("no sweep folder given. Fix: calib-sweep-report multirun/<date>/<time> [more folders]")
+    folders: list[Path] = []
+    for path in paths:
+        if not path.exists():
+            raise ReportError(f"{path}: no such folder. Fix: pass a sweep folder, e.g. multirun/<date>/<time>")
+        if not path.is_dir():
+            raise ReportError(f"{path}: not a folder. Fix: pass the sweep folder that holds the job folders")
+        found = find_job_folders(path)
+        if not found:
+            raise ReportError(
+                f"{path}: no job folders (results.json or .hydra/) under it. Fix: pass a sweep folder, e.g. multirun/<date>/<time>"
+            )
+        folders.extend(f.resolve() for f in found)
+    jobs = [read_job(folder) for folder in dict.fromkeys(folders)]
+    _assign_variants(jobs)
+    best: dict[tuple, Job] = {}
+    for job in jobs:
+        key = (*job.group, job.seed) if job.config else (str(job.folder),)
+        current = best.get(key)
+        if current is None or (_RANK.get(job.status, 3), -job.mtime) < (_RANK.get(current.status, 3), -current.mtime):
+            if current is not None:
+                current.status, current.error = "superseded", f"superseded by {job.folder}"
+            best[key] = job
+        else:
+            job.status, job.error = "superseded", f"superseded by {current.folder}"
+    return sorted(jobs, key=lambda j: (tuple(str(x) for x in j.group), j.seed if j.seed is not None else -1, str(j.folder)))
+
+
+def finite(values: Iterable[float]) -> list[float]:
+    """The finite values (NaN and infinities dropped)."""
+    return [v for v in values if math.isfinite(v)]

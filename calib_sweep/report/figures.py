@@ -1,0 +1,167 @@
+"""The report's figures (matplotlib, rendered off-screen to PNG bytes).
+
+* Box plots, per model: each metric's values across calibration sets (one box per method × source × size),
+  boxes grouped by method and coloured by source.  Mean accuracy and every task's accuracy when zero-shot
+  results exist; every perplexity text always.
+* Sample-size curves, per model: mean ± SD (error bars, ddof=1) of perplexity and mean accuracy against
+  ``n_samples`` (log2 axis), one line per method × source × seq_len, drawn when n_samples varies.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display, no GUI toolkit
+import matplotlib.pyplot as plt  # noqa: E402
+
+from calib_sweep.report.aggregate import Group, Summary, is_accuracy, is_task_accuracy, metric_label  # noqa: E402
+from calib_sweep.report.collect import finite  # noqa: E402
+
+_COLOURS = plt.get_cmap("tab10").colors
+
+
+@dataclass
+class Figure:
+    """One rendered figure: ``name`` (file stem), ``title`` and the PNG bytes."""
+
+    name: str
+    title: str
+    png: bytes
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _scale(metric: str) -> float:
+    return 100.0 if is_accuracy(metric) else 1.0
+
+
+def _ylabel(metric: str) -> str:
+    return f"{metric_label(metric)} accuracy (%)" if is_accuracy(metric) else metric_label(metric)
+
+
+def _box_axes(ax, groups: list[Group], metric: str, show_size: bool, sources: list[str]) -> bool:
+    """Draw one metric's boxes on ``ax``; False when no group has a finite value."""
+    positions, data, colours, labels = [], [], [], []
+    x = 0.0
+    last_method = None
+    for g in groups:
+        stat = g.stats.get(metric)
+        values = finite(v for _, v in stat.values) if stat else []
+        if not values:
+            continue
+        if last_method is not None and g.method != last_method:
+            x += 0.8  # a gap between methods
+        last_method = g.method
+        x += 1
+        positions.append(x)
+        data.append([v * _scale(metric) for v in values])
+        colours.append(_COLOURS[sources.index(g.source) % len(_COLOURS)])
+        label = g.method if not show_size else f"{g.method}\nn={g.n_samples}"
+        labels.append(label + (f"\n{g.variant}" if g.variant else ""))
+    if not data:
+        return False
+    boxes = ax.boxplot(data, positions=positions, widths=0.6, patch_artist=True, showmeans=True,
+                       meanprops={"marker": "D", "markerfacecolor": "white", "markeredgecolor": "black", "markersize": 4})
+    for patch, colour in zip(boxes["boxes"], colours):
+        patch.set_facecolor(colour)
+        patch.set_alpha(0.75)
+    for pos, values in zip(positions, data):  # every calibration set as a dot
+        ax.scatter([pos] * len(values), values, s=9, color="black", zorder=3, alpha=0.6)
+    ax.set_xticks(positions)
+    ax.set_xticklabels(labels, fontsize=7, rotation=0 if len(positions) <= 8 else 45)
+    ax.set_ylabel(_ylabel(metric), fontsize=8)
+    ax.set_title(metric_label(metric), fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    ax.tick_params(axis="y", labelsize=7)
+    return True
+
+
+def box_plots(summary: Summary) -> list[Figure]:
+    """Box plots of each model's metrics across calibration sets, by method and source (see the module docstring)."""
+    figures = []
+    for model in dict.fromkeys(g.model for g in summary.groups):
+        groups = sorted((g for g in summary.groups if g.model == model), key=lambda g: (g.method, g.source, g.n_samples or 0))
+        sources = list(dict.fromkeys(g.source for g in groups))
+        show_size = len({(g.n_samples, g.seq_len) for g in groups}) > 1
+        panels = []
+        if "zeroshot/mean_acc" in summary.metrics:
+            panels.append(("accuracy_mean", "Mean zero-shot accuracy across calibration sets", ["zeroshot/mean_acc"]))
+        tasks = [m for m in summary.metrics if is_task_accuracy(m)]
+        if tasks:
+            panels.append(("accuracy_tasks", "Zero-shot accuracy per task across calibration sets", tasks))
+        for metric in summary.metrics:
+            if metric.startswith("perplexity/"):
+                panels.append((f"perplexity_{metric.split('/', 1)[1]}", f"Perplexity ({metric_label(metric)}) across calibration sets", [metric]))
+        if not panels:  # neither accuracy nor perplexity: box the first metrics generically
+            panels = [(f"metric_{m}", f"{m} across calibration sets", [m]) for m in summary.metrics[:4]]
+        for stem, title, metrics in panels:
+            cols = min(3, len(metrics))
+            rows = math.ceil(len(metrics) / cols)
+            width = max(6.0, 0.55 * len(groups) + 1.5) * cols
+            fig, axes = plt.subplots(rows, cols, figsize=(min(width, 18), 3.4 * rows), squeeze=False, layout="constrained")
+            drawn = 0
+            for ax, metric in zip(axes.flat, metrics):
+                drawn += _box_axes(ax, groups, metric, show_size, sources)
+            for ax in list(axes.flat)[len(metrics):]:
+                ax.set_visible(False)
+            if not drawn:
+                plt.close(fig)
+                continue
+            handles = [plt.Rectangle((0, 0), 1, 1, color=_COLOURS[i % len(_COLOURS)], alpha=0.75) for i in range(len(sources))]
+            fig.legend(handles, sources, title="calibration source", loc="outside lower center", ncols=min(len(sources), 6), fontsize=7, title_fontsize=7)
+            fig.suptitle(f"{model}: {title}", fontsize=10)
+            figures.append(Figure(_slug(f"box_{model}_{stem}"), f"{model}: {title}", _png(fig)))
+    return figures
+
+
+def sample_size_plots(summary: Summary) -> list[Figure]:
+    """Perplexity (and mean accuracy) vs n_samples, mean ± SD across seeds, per model; empty when n_samples never varies."""
+    if not summary.series:
+        return []
+    figures = []
+    metrics = [m for m in summary.metrics if m.startswith("perplexity/") or m == "zeroshot/mean_acc"]
+    for model in dict.fromkeys(key[0] for key in summary.series):
+        series = {key: groups for key, groups in summary.series.items() if key[0] == model}
+        for metric in metrics:
+            fig, ax = plt.subplots(figsize=(6.5, 4), layout="constrained")
+            drawn = False
+            for i, ((_, method, source, seq_len, variant), groups) in enumerate(series.items()):
+                points = [(g.n_samples, g.stats[metric]) for g in groups if metric in g.stats and g.stats[metric].mean is not None]
+                if not points:
+                    continue
+                xs = [n for n, _ in points]
+                ys = [s.mean * _scale(metric) for _, s in points]
+                errs = [(s.sd or 0.0) * _scale(metric) for _, s in points]
+                label = f"{method} / {source} / len {seq_len}" + (f" [{variant}]" if variant else "")
+                ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=label, color=_COLOURS[i % len(_COLOURS)])
+                drawn = True
+            if not drawn:
+                plt.close(fig)
+                continue
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("calibration samples (n_samples)")
+            ax.set_ylabel(_ylabel(metric))
+            ax.set_title(f"{model}: {metric_label(metric)} vs sample size (mean ± SD across seeds)", fontsize=9)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+            figures.append(Figure(_slug(f"samples_{model}_{metric_label(metric)}"), f"{model}: {_ylabel(metric)} vs n_samples", _png(fig)))
+    return figures
+
+
+def all_figures(summary: Summary) -> list[Figure]:
+    """Box plots then sample-size curves."""
+    return box_plots(summary) + sample_size_plots(summary)
