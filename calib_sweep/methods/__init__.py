@@ -1,33 +1,78 @@
-"""Compress stage: a method config becomes an llmcompressor recipe, run by ``oneshot``, then verified.
+"""Compress stage: a method config compresses a model in place, then the result is verified.
 
-Methods (``conf/method/*.yaml``, field ``name``):
+Methods (``conf/method/*.yaml``, field ``name``) and their backends:
 
 * ``dense``: no compression, the uncompressed reference.
-* ``gptq``: GPTQ weight quantization (Frantar et al. 2023, "GPTQ: Accurate Post-Training
-  Quantization for Generative Pre-trained Transformers", Alg. 1) via llmcompressor's
-  ``GPTQModifier``: ``w_bits``, ``group_size`` (null = per output channel), ``symmetric``,
-  ``damp_percent`` (fraction of the mean Hessian diagonal added to it), ``act_order``.
-* ``wanda``: Wanda pruning (Sun et al. 2024, "A Simple and Effective Pruning Approach for Large
-  Language Models", Eq. 1: score = |W| * ||X||_2 per output row) via ``WandaPruningModifier``:
-  ``sparsity`` and ``structure`` (``unstructured`` or ``N:M``).
+* ``rtn``: round-to-nearest weight quantization (llmcompressor ``QuantizationModifier``, min-max
+  observer): ``w_bits``, ``group_size`` (null = per output channel), ``symmetric``.
+* ``gptq``: GPTQ (Frantar et al. 2023, "GPTQ: Accurate Post-Training Quantization for Generative
+  Pre-trained Transformers", Alg. 1) via llmcompressor's ``GPTQModifier`` (``backend:
+  llmcompressor``) or optimum's ``GPTQQuantizer`` (``backend: optimum``, extra ``[optimum]``):
+  ``w_bits``, ``group_size``, ``symmetric``, ``damp_percent`` (fraction of the mean Hessian
+  diagonal added to it; raised tenfold while the Cholesky factorization fails, recorded per layer),
+  ``act_order``.
+* ``awq``: AWQ (Lin et al. 2024, "AWQ: Activation-aware Weight Quantization", Sec. 3.2: per-channel
+  scales searched on a grid to minimise the output error) via llmcompressor's ``AWQModifier`` then
+  ``QuantizationModifier``: ``w_bits``, ``group_size``, ``symmetric``, ``duo_scaling``, ``n_grid``.
+* ``spqr``: SpQR (Dettmers et al. 2023), implemented here (:mod:`calib_sweep.methods.spqr`):
+  ``w_bits``, ``group_size`` (beta_1), ``stat_bits``, ``stat_group`` (beta_2),
+  ``outlier_threshold`` (tau), ``damp_percent``, ``act_order``.
+* ``sparsegpt``: SparseGPT (Frantar & Alistarh 2023, Alg. 1) via ``SparseGPTModifier``:
+  ``sparsity``, ``structure``, ``damp_percent``.
+* ``wanda``: Wanda (Sun et al. 2024, Eq. 1: score = |W| * ||X||_2 per output row) via
+  ``WandaPruningModifier``: ``sparsity`` and ``structure`` (``unstructured`` or ``N:M``).
+* ``magnitude``: magnitude pruning (Han et al. 2015; the baseline of SparseGPT/Wanda), layer-wise
+  smallest ``|W|``, or the ``N`` largest of every ``M`` inputs; data-free, implemented here because
+  llmcompressor's ``MagnitudePruningModifier`` is a training-time scheduler that changes nothing
+  in ``oneshot``.
 
-Every compressed model is verified (:func:`verify`): the achieved sparsity of each pruned layer, or
-the number of distinct values per quantization group; a method that changed nothing is an error.
+Every method may set ``save: true``; the job then calls :func:`save` (compressed-tensors format for
+llmcompressor methods).  Calibration statistics never include padding: :func:`compress` takes an
+optional attention mask and drops masked positions before any statistic is accumulated.
+
+Every compressed model is verified (:func:`verify`): the achieved sparsity and N:M pattern of each
+pruned layer, or the number of distinct values per quantization group; a method that changed nothing
+is an error.  :func:`reference_logprobs` and :func:`kl_from_reference` measure the KL divergence of
+the compressed model from the dense one on held-out text.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import re
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from calib_sweep.errors import CompressionError, ConfigError
+from calib_sweep.methods.hessian import calibration_sequences
+from calib_sweep.methods.kl import TopKLogprobs, kl_from_reference, reference_logprobs
+from calib_sweep.methods.llmc import IGNORE, awq_family
 
-#: Layers never compressed: the output head (tied to the embeddings in many small models).
-IGNORE = ["re:.*lm_head"]
+log = logging.getLogger(__name__)
 
-KINDS = {"dense": "none", "gptq": "quantization", "wanda": "pruning"}
+__all__ = [
+    "KINDS", "IGNORE", "parse_structure", "validate_method", "build_recipe", "compress", "fingerprint",
+    "verify", "target_linears", "save", "reference_logprobs", "kl_from_reference", "TopKLogprobs",
+    "calibration_sequences",
+]
+
+KINDS = {
+    "dense": "none",
+    "rtn": "quantization",
+    "gptq": "quantization",
+    "awq": "quantization",
+    "spqr": "quantization",
+    "sparsegpt": "pruning",
+    "wanda": "pruning",
+    "magnitude": "pruning",
+}
+#: Methods whose Hessian is dampened (``damp_percent``).
+_DAMPED = {"gptq", "spqr", "sparsegpt"}
+#: Attribute on a compressed model holding what :func:`compress` measured, for :func:`verify`.
+_RECORD = "_calib_sweep_compression"
 
 
 def _target_shapes(shapes: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
@@ -50,47 +95,100 @@ def parse_structure(structure: Any) -> tuple[int, int] | None:
     return int(match.group(1)), int(match.group(2))
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_group(key: str, group: Any, targets: dict, dim: int, allow_null: bool) -> None:
+    if allow_null and group in (None, -1):
+        return
+    if not _is_int(group) or group < 1:
+        null = ", or null for per-channel" if allow_null else ""
+        raise ConfigError(f"method.{key}={group!r} must be a positive integer{null}. Fix: e.g. method.{key}=64.")
+    bad = {n: s for n, s in targets.items() if s[dim] % group}
+    if bad:
+        layer, shape = next(iter(bad.items()))
+        widths = sorted({s[dim] for s in targets.values()})
+        ok = [g for g in (16, 32, 64, 128, 256) if all(w % g == 0 for w in widths)]
+        what = "input width" if dim == 1 else "output width"
+        raise ConfigError(
+            f"method.{key}={group} does not divide the {what} {shape[dim]} of {layer} "
+            f"({len(bad)} layers affected; widths {widths}). Fix: method.{key} in {ok or 'null'}"
+            + (" or null (per-channel)." if allow_null else ".")
+        )
+
+
+def optimum_available() -> bool:
+    """True when the ``[optimum]`` extra (optimum 2.3.0 + gptqmodel 7.6.0) is importable."""
+    return all(importlib.util.find_spec(m) is not None for m in ("optimum", "gptqmodel"))
+
+
 def validate_method(method_cfg: Any, shapes: dict[str, tuple[int, int]] | None = None) -> None:
     """Check a method config, and, given the model's linear shapes, its fit to the model.
 
     Args:
         method_cfg: the ``method`` config group.
-        shapes: ``{layer name: (out_features, in_features)}`` from :func:`calib_sweep.models.linear_shapes`.
+        shapes: ``{layer name: (out_features, in_features)}`` from :func:`calib_sweep.models.linear_shapes`
+            (only ``nn.Linear`` layers: a GPT-2-style model built from ``transformers`` ``Conv1D`` has none
+            besides ``lm_head``).
 
     Raises:
-        ConfigError: unknown method, ``w_bits`` outside 2..8, ``group_size`` that does not divide
-            every target layer's input width (e.g. 128 on a hidden size of 576), ``damp_percent``
-            outside (0, 1), ``sparsity`` outside (0, 1), or an N:M pattern whose M does not divide a
-            layer's input width.  The message names the value, the layer and the fix.
+        ConfigError: unknown method; ``w_bits`` outside 2..8; ``group_size`` that does not divide
+            every target layer's input width (e.g. 128 on a hidden size of 576); ``damp_percent``
+            outside (0, 1); ``sparsity`` outside (0, 1) or contradicting N:M; an N:M pattern whose M
+            does not divide a layer's input width; SpQR ``stat_bits``/``stat_group``/``outlier_threshold``
+            out of range; ``backend: optimum`` without the extra installed; AWQ on an architecture with
+            no layer mappings; a model with no ``nn.Linear`` to compress (GPT-2's ``Conv1D``).  The
+            message names the value, the layer and the fix.
     """
     name = method_cfg.get("name")
     if name not in KINDS:
         raise ConfigError(f"method.name={name!r} is unknown. Fix: use one of {sorted(KINDS)}.")
+    save = method_cfg.get("save", False)
+    if not isinstance(save, bool):
+        raise ConfigError(f"method.save={save!r} must be true or false. Fix: method.save=false.")
     targets = _target_shapes(shapes or {})
-    if KINDS[name] == "quantization":
-        bits = method_cfg.w_bits
-        if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8:
-            raise ConfigError(f"method.w_bits={bits!r} must be an integer in 2..8. Fix: e.g. method.w_bits=4.")
+    kind = KINDS[name]
+    if shapes is not None and kind != "none" and not targets:
+        raise ConfigError(
+            f"method.name={name}: the model has no nn.Linear layer to compress besides lm_head (GPT-2-style models "
+            "use transformers Conv1D, which llmcompressor does not compress). Fix: use a Linear-based model "
+            "(Llama, OPT, Qwen, ...) or method=dense."
+        )
+    if name in _DAMPED:
         damp = method_cfg.damp_percent
-        if not isinstance(damp, (int, float)) or not 0 < damp < 1:
+        if isinstance(damp, bool) or not isinstance(damp, (int, float)) or not 0 < damp < 1:
             raise ConfigError(f"method.damp_percent={damp!r} must lie in (0, 1). Fix: e.g. method.damp_percent=0.01.")
-        group = method_cfg.group_size
-        if group not in (None, -1):
-            if isinstance(group, bool) or not isinstance(group, int) or group < 1:
+    if kind == "quantization":
+        bits = method_cfg.w_bits
+        if not _is_int(bits) or not 2 <= bits <= 8:
+            raise ConfigError(f"method.w_bits={bits!r} must be an integer in 2..8. Fix: e.g. method.w_bits=4.")
+        _check_group("group_size", method_cfg.group_size, targets, 1, allow_null=name != "spqr")
+        if name == "gptq":
+            backend = method_cfg.get("backend", "llmcompressor")
+            if backend not in ("llmcompressor", "optimum"):
+                raise ConfigError(f"method.backend={backend!r} is unknown. Fix: llmcompressor or optimum.")
+            if backend == "optimum" and not optimum_available():
                 raise ConfigError(
-                    f"method.group_size={group!r} must be a positive integer, or null for per-channel. Fix: e.g. 64."
+                    "method.backend=optimum needs the optional extra (optimum==2.3.0, gptqmodel==7.6.0), which is not "
+                    "installed. Fix: pip install -e '.[optimum]' or method.backend=llmcompressor."
                 )
-            bad = {n: s for n, s in targets.items() if s[1] % group}
-            if bad:
-                layer, (_, width) = next(iter(bad.items()))
-                widths = sorted({s[1] for s in targets.values()})
-                ok = [g for g in (32, 64, 128, 256) if all(w % g == 0 for w in widths)]
+        if name == "spqr":
+            stat_bits = method_cfg.get("stat_bits")
+            if stat_bits is not None and (not _is_int(stat_bits) or not 1 <= stat_bits <= 8):
+                raise ConfigError(f"method.stat_bits={stat_bits!r} must be an integer in 1..8 or null (fp16). Fix: 3.")
+            _check_group("stat_group", method_cfg.get("stat_group", 16), targets, 0, allow_null=False)
+            tau = method_cfg.get("outlier_threshold")
+            if tau not in (None, "inf") and (isinstance(tau, bool) or not isinstance(tau, (int, float)) or not tau > 0):
                 raise ConfigError(
-                    f"method.group_size={group} does not divide the input width {width} of {layer} "
-                    f"({len(bad)} layers affected; widths {widths}). Fix: method.group_size in {ok or 'null'} "
-                    f"or null (per-channel)."
+                    f"method.outlier_threshold={tau!r} must be > 0, or null/inf for no outliers. Fix: e.g. 0.2."
                 )
-    elif KINDS[name] == "pruning":
+        if name == "awq" and targets and awq_family(targets) is None:
+            raise ConfigError(
+                f"method.name=awq has no layer mappings for this architecture (layers like {next(iter(targets))}). "
+                "Fix: use a Llama/Qwen/Mistral- or OPT-style model, or method=gptq."
+            )
+    elif kind == "pruning":
         sparsity = method_cfg.sparsity
         if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 < sparsity < 1:
             raise ConfigError(f"method.sparsity={sparsity!r} must lie in (0, 1). Fix: e.g. method.sparsity=0.5.")
@@ -110,45 +208,15 @@ def validate_method(method_cfg: Any, shapes: dict[str, tuple[int, int]] | None =
                 )
 
 
-def build_recipe(method_cfg: Any) -> list | None:
-    """Turn a method config into a list of llmcompressor modifiers (``None`` for ``dense``)."""
+def build_recipe(method_cfg: Any, model=None) -> list | None:
+    """The llmcompressor modifiers for a method config; ``None`` for methods that do not use it
+    (``dense``, ``spqr``, ``magnitude``, ``gptq`` with ``backend: optimum``)."""
     name = method_cfg.name
-    if name == "dense":
+    if name in ("dense", "spqr", "magnitude") or (name == "gptq" and method_cfg.get("backend") == "optimum"):
         return None
-    if name == "gptq":
-        from llmcompressor.modifiers.quantization import GPTQModifier
+    from calib_sweep.methods.llmc import build_recipe as llmc_recipe
 
-        group = method_cfg.group_size
-        per_channel = group in (None, -1)
-        weights = {
-            "num_bits": int(method_cfg.w_bits),
-            "type": "int",
-            "symmetric": bool(method_cfg.symmetric),
-            "strategy": "channel" if per_channel else "group",
-            "group_size": None if per_channel else int(group),
-        }
-        return [
-            GPTQModifier(
-                ignore=IGNORE,
-                config_groups={"group_0": {"targets": ["Linear"], "weights": weights}},
-                dampening_frac=float(method_cfg.damp_percent),
-                actorder="weight" if method_cfg.get("act_order") else None,
-                block_size=int(method_cfg.get("block_size", 128)),
-            )
-        ]
-    if name == "wanda":
-        from llmcompressor.modifiers.pruning import WandaPruningModifier
-
-        pattern = parse_structure(method_cfg.get("structure"))
-        return [
-            WandaPruningModifier(
-                sparsity=float(method_cfg.sparsity),
-                mask_structure="0:0" if pattern is None else f"{pattern[0]}:{pattern[1]}",
-                targets=["Linear"],
-                ignore=IGNORE,
-            )
-        ]
-    raise ConfigError(f"method.name={name!r} is unknown. Fix: use one of {sorted(KINDS)}.")
+    return llmc_recipe(method_cfg, model)
 
 
 def target_linears(model) -> dict[str, torch.nn.Linear]:
@@ -169,41 +237,78 @@ def fingerprint(model) -> dict[str, tuple[float, float]]:
         }
 
 
-def compress(model, input_ids: torch.Tensor, method_cfg: Any):
-    """Compress ``model`` in place with llmcompressor's ``oneshot`` on a calibration set.
+@torch.no_grad()
+def magnitude_prune(model, sparsity: float, structure: Any) -> None:
+    """Zero the smallest-magnitude weights of every target layer in place.
+
+    Unstructured: exactly ``round(sparsity * numel)`` weights per layer (layer-wise, ties broken by
+    position); N:M: in every run of ``M`` consecutive inputs of a row, all but the ``N`` largest.
+    """
+    pattern = parse_structure(structure)
+    for module in target_linears(model).values():
+        w = module.weight
+        if pattern is None:
+            k = int(round(float(sparsity) * w.numel()))
+            idx = torch.argsort(w.detach().abs().flatten(), stable=True)[:k]
+            w.view(-1)[idx] = 0
+        else:
+            n, m = pattern
+            blocks = w.view(w.shape[0], -1, m)
+            drop = torch.argsort(blocks.abs(), dim=-1, stable=True)[..., : m - n]
+            blocks.scatter_(-1, drop, 0.0)
+
+
+def compress(model, input_ids: torch.Tensor, method_cfg: Any, attention_mask: torch.Tensor | None = None):
+    """Compress ``model`` in place on a calibration set.
 
     Args:
         model: a Hugging Face causal LM (on any device).
-        input_ids: ``int64`` tensor ``[n_samples, seq_len]``, no padding.
-        method_cfg: the ``method`` config group.
+        input_ids: ``int64 [n_samples, seq_len]``.
+        method_cfg: the ``method`` config group (validated by :func:`validate_method`).
+        attention_mask: optional ``[n_samples, seq_len]`` 0/1; positions with 0 (padding, e.g. from a
+            tokenizer with no pad token padded with EOS) are removed before calibration, so they enter
+            no Hessian, activation norm or AWQ statistic (case C06).
 
     Returns:
-        The compressed model (the same object for dense).
+        The compressed model (the same object for dense).  What was measured on the way (damping
+        per layer, SpQR outliers and bits) is kept on the model for :func:`verify`.
+
+    Raises:
+        ConfigError: bad shapes or an all-zero mask; CompressionError: NaN/Inf inputs or Hessians
+        that cannot be factorized even with 100x damping.
     """
-    recipe = build_recipe(method_cfg)
-    if recipe is None:
+    name = method_cfg.name
+    if name == "dense":
         return model
-    from datasets import Dataset
-    from llmcompressor import oneshot
+    sequences = calibration_sequences(input_ids, attention_mask)
+    record: dict[str, Any] = {"calibration_tokens": int(sum(s.numel() for s in sequences))}
+    if name == "magnitude":
+        magnitude_prune(model, method_cfg.sparsity, method_cfg.get("structure"))
+    elif name == "spqr":
+        from calib_sweep.methods.spqr import spqr_compress
 
-    n_samples, seq_len = input_ids.shape
-    dataset = Dataset.from_dict(
-        {"input_ids": input_ids.tolist(), "attention_mask": torch.ones_like(input_ids).tolist()}
-    )
-    return oneshot(
-        model=model,
-        dataset=dataset,
-        recipe=recipe,
-        num_calibration_samples=int(n_samples),
-        max_seq_length=int(seq_len),
-        shuffle_calibration_samples=False,
-        batch_size=1,
-    )
+        result = spqr_compress(model, sequences, method_cfg, target_linears(model))
+        record["spqr"] = result
+        record["damping"] = {k: r.damp_used for k, r in result["layers"].items()}
+    elif name == "gptq" and method_cfg.get("backend") == "optimum":
+        from calib_sweep.methods.optimum_backend import optimum_gptq
+
+        model = optimum_gptq(model, sequences, method_cfg)
+    else:
+        from calib_sweep.methods.llmc import run_oneshot
+
+        model, damping = run_oneshot(model, sequences, method_cfg)
+        if damping:
+            record["damping"] = damping
+    setattr(model, _RECORD, record)
+    return model
 
 
-def _distinct_per_group(weight: torch.Tensor, group: int | None) -> torch.Tensor:
+def _distinct_per_group(weight: torch.Tensor, group: int | None, perm: torch.Tensor | None = None) -> torch.Tensor:
     """Number of distinct values in each quantization group of a 2-D weight; shape ``[out, n_groups]``."""
     w = weight.detach().float()
+    if perm is not None:
+        w = w[:, perm.to(w.device)]
     out, width = w.shape
     group = width if group in (None, -1) else int(group)
     w = w.reshape(out, width // group, group)
@@ -217,7 +322,8 @@ def verify(model, method_cfg: Any, before: dict[str, tuple[float, float]], toler
     Pruning: the achieved sparsity (share of exact zeros) of every target layer must be within
     ``tolerance`` (absolute, i.e. 0.1%) of ``method.sparsity``; for N:M every block of M along the
     input dimension holds at most N non-zeros.  Quantization: every group holds at most
-    ``2**w_bits`` distinct values.  Every method except dense must change at least one layer.
+    ``2**w_bits`` distinct values (SpQR: plus its full-precision outliers in that group, groups taken
+    in its act-order column order).  Every method except dense must change at least one layer.
 
     Args:
         model: the compressed model.
@@ -226,13 +332,17 @@ def verify(model, method_cfg: Any, before: dict[str, tuple[float, float]], toler
         tolerance: allowed absolute sparsity deviation per layer.
 
     Returns:
-        ``{"layers": {name: figures}, "summary": {...}}``.
+        ``{"summary": {...}, "layers": {name: figures}}``, plus ``"damping"`` (``{layer: fraction of
+        the mean Hessian diagonal used}``) for gptq/sparsegpt/spqr; summary has ``max_damp`` and, for
+        SpQR, ``avg_bits``, ``outliers``, ``outlier_fraction``.
 
     Raises:
         CompressionError: NaN/Inf weights, unchanged weights, or a layer off its target.
     """
     name = method_cfg.name
     kind = KINDS[name]
+    record = getattr(model, _RECORD, {}) or {}
+    spqr_layers = (record.get("spqr") or {}).get("layers", {})
     after = fingerprint(model)
     layers: dict[str, dict] = {}
     problems: list[str] = []
@@ -255,13 +365,22 @@ def verify(model, method_cfg: Any, before: dict[str, tuple[float, float]], toler
                     if not figures["nm_ok"]:
                         problems.append(f"{layer_name} breaks the {n}:{m} pattern")
             elif kind == "quantization":
-                distinct = _distinct_per_group(w, method_cfg.group_size)
+                allowed = 2 ** int(method_cfg.w_bits)
+                spqr = spqr_layers.get(layer_name)
+                distinct = _distinct_per_group(w, method_cfg.group_size, spqr.perm if spqr else None)
                 figures["max_distinct_per_group"] = int(distinct.max())
                 figures["n_groups"] = int(distinct.numel())
-                if int(distinct.max()) > 2 ** int(method_cfg.w_bits):
+                excess = distinct
+                if spqr is not None:
+                    excess = distinct - spqr.outlier_counts.to(distinct.device).long()
+                    figures["outliers"] = spqr.outliers
+                    figures["max_distinct_per_group_without_outliers"] = int(excess.max())
+                if int(excess.max()) > allowed:
                     problems.append(
-                        f"{layer_name} has a group with {int(distinct.max())} distinct values > 2^{method_cfg.w_bits}"
+                        f"{layer_name} has a group with {int(excess.max())} distinct values > 2^{method_cfg.w_bits}"
                     )
+            if layer_name in record.get("damping", {}):
+                figures["damp"] = record["damping"][layer_name]
             layers[layer_name] = figures
     changed = sum(f["changed"] for f in layers.values())
     if kind != "none" and changed == 0:
@@ -270,10 +389,13 @@ def verify(model, method_cfg: Any, before: dict[str, tuple[float, float]], toler
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise CompressionError(f"compression check failed: {problems[0]}{more}")
     summary: dict[str, Any] = {"method": name, "kind": kind, "layers": len(layers), "layers_changed": changed}
+    if "calibration_tokens" in record:
+        summary["calibration_tokens"] = record["calibration_tokens"]
     if kind == "pruning":
         values = [f["sparsity"] for f in layers.values()]
         summary.update(
             target_sparsity=float(method_cfg.sparsity),
+            structure=str(method_cfg.get("structure", "unstructured")),
             mean_sparsity=sum(values) / len(values),
             min_sparsity=min(values),
             max_sparsity=max(values),
@@ -284,4 +406,36 @@ def verify(model, method_cfg: Any, before: dict[str, tuple[float, float]], toler
             group_size=method_cfg.group_size,
             max_distinct_per_group=max(f["max_distinct_per_group"] for f in layers.values()),
         )
-    return {"summary": summary, "layers": layers}
+    report: dict[str, Any] = {"summary": summary, "layers": layers}
+    if record.get("damping"):
+        report["damping"] = dict(record["damping"])
+        summary["max_damp"] = max(record["damping"].values())
+        summary["damp_raised_layers"] = sum(
+            1 for v in record["damping"].values() if v > float(method_cfg.damp_percent) * (1 + 1e-9)
+        )
+    if record.get("spqr"):
+        summary.update(record["spqr"]["summary"])
+    return report
+
+
+def save(model, method_cfg: Any, directory: str | Path, tokenizer=None) -> Path:
+    """Write the compressed model to ``directory`` so that ``AutoModelForCausalLM.from_pretrained`` loads it.
+
+    llmcompressor methods (rtn, gptq via llmcompressor, awq, sparsegpt, wanda) are written in the
+    compressed-tensors format (``save_pretrained(..., save_compressed=True)``: packed int weights with
+    scales, or sparse bitmasks); dense, magnitude and SpQR (no compressed-tensors form for its
+    outliers and 3-bit statistics) as plain dequantized weights.  ``tokenizer``, if given, is saved
+    beside it.
+
+    Returns:
+        The folder.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if build_recipe(method_cfg) is not None:
+        model.save_pretrained(directory, save_compressed=True)
+    else:
+        model.save_pretrained(directory)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(directory)
+    return directory

@@ -1,0 +1,120 @@
+"""KL divergence of a compressed model from its dense reference on held-out text.
+
+``KL(P_dense || Q_compressed) = sum_v p_v (log p_v - log q_v)`` per scored position, averaged over
+positions, in nats.  The dense log-probabilities are computed once before compression and kept on
+the CPU, either in full (float32 ``[n, L, V]``) or, to bound memory, as the dense model's top-k
+tokens per position (:class:`TopKLogprobs`).  With top-k, the remaining vocabulary is folded into one
+"rest" bucket for both models, which gives the KL of the coarsened distributions: a lower bound on
+the full KL (data-processing inequality), exact when ``k = V``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from calib_sweep.errors import ConfigError
+
+
+class TopKLogprobs(NamedTuple):
+    """The dense model's ``k`` most likely tokens per position: float32 log-probs and int64 ids,
+    each ``[n_windows, seq_len, k]``, on the CPU."""
+
+    values: torch.Tensor
+    indices: torch.Tensor
+
+
+def _check_ids(token_ids: torch.Tensor) -> None:
+    if not isinstance(token_ids, torch.Tensor) or token_ids.ndim != 2 or token_ids.dtype != torch.long:
+        raise ConfigError("token_ids must be an int64 tensor [n_windows, seq_len]. Fix: stack equal-length windows.")
+
+
+def _logprobs(model, ids: torch.Tensor) -> torch.Tensor:
+    device = next(model.parameters()).device
+    logits = model(input_ids=ids.unsqueeze(0).to(device), use_cache=False).logits[0]
+    return torch.log_softmax(logits.float(), dim=-1)
+
+
+@torch.no_grad()
+def reference_logprobs(model, token_ids: torch.Tensor, top_k: int | None = 64) -> torch.Tensor | TopKLogprobs:
+    """Dense-model log-probabilities of the next token at every position of each window.
+
+    Call on the dense model before compression.  One window per forward pass.
+
+    Args:
+        model: causal LM (any device, any dtype; log-softmax is taken in float32).
+        token_ids: ``int64 [n_windows, seq_len]``.
+        top_k: keep only the ``top_k`` largest log-probs per position (memory
+            ``n * L * k * 12`` bytes); ``None`` keeps all (``n * L * V * 4`` bytes, e.g. 1.6 GB for
+            16 x 512 positions at V = 49,152).
+
+    Returns:
+        float32 ``[n_windows, seq_len, V]`` (``top_k=None``) or :class:`TopKLogprobs`, on the CPU.
+
+    Raises:
+        ConfigError: ``token_ids`` is not int64 2-D, or ``top_k < 1``.
+    """
+    _check_ids(token_ids)
+    if top_k is not None and (isinstance(top_k, bool) or int(top_k) < 1):
+        raise ConfigError(f"top_k={top_k!r} must be >= 1 or None (all). Fix: e.g. 64.")
+    values, indices = [], []
+    for ids in token_ids:
+        logp = _logprobs(model, ids)
+        if top_k is None:
+            values.append(logp.cpu())
+        else:
+            top = torch.topk(logp, min(int(top_k), logp.shape[-1]), dim=-1)
+            values.append(top.values.cpu())
+            indices.append(top.indices.cpu())
+    if top_k is None:
+        return torch.stack(values)
+    return TopKLogprobs(torch.stack(values), torch.stack(indices))
+
+
+def _log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """``log(1 - exp(x))`` for ``x <= 0``, stable; ``-inf`` at ``x = 0``."""
+    x = x.clamp(max=0)
+    return torch.where(x > -0.6931, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+@torch.no_grad()
+def kl_from_reference(model, token_ids: torch.Tensor, reference: torch.Tensor | TopKLogprobs) -> float:
+    """Mean per-token ``KL(dense || model)`` in nats over all positions of ``token_ids``.
+
+    Args:
+        model: the compressed model.
+        token_ids: the same ``int64 [n_windows, seq_len]`` given to :func:`reference_logprobs`.
+        reference: what :func:`reference_logprobs` returned.
+
+    Returns:
+        Mean KL in nats (>= 0 up to float rounding); with top-k, the KL over the top-k tokens and
+        one "rest" bucket (a lower bound on the full KL).
+
+    Raises:
+        ConfigError: shapes of ``token_ids`` and ``reference`` disagree.
+    """
+    _check_ids(token_ids)
+    ref_values = reference.values if isinstance(reference, TopKLogprobs) else reference
+    if tuple(ref_values.shape[:2]) != tuple(token_ids.shape):
+        raise ConfigError(
+            f"reference covers {tuple(ref_values.shape[:2])} positions but token_ids is {tuple(token_ids.shape)}. "
+            "Fix: pass the token_ids used for reference_logprobs."
+        )
+    total, count = 0.0, 0
+    for i, ids in enumerate(token_ids):
+        logq = _logprobs(model, ids).cpu()
+        if isinstance(reference, TopKLogprobs):
+            logp_k = reference.values[i]
+            logq_k = torch.gather(logq, -1, reference.indices[i])
+            kl = (logp_k.exp() * (logp_k - logq_k)).sum(-1)
+            p_rest = _log1mexp(torch.logsumexp(logp_k, -1))
+            q_rest = _log1mexp(torch.logsumexp(logq_k, -1))
+            rest = torch.where(torch.isfinite(p_rest), p_rest.exp() * (p_rest - q_rest), torch.zeros_like(p_rest))
+            kl = kl + rest
+        else:
+            logp = reference[i]
+            kl = (logp.exp() * (logp - logq)).sum(-1)
+        total += float(kl.double().sum())
+        count += kl.numel()
+    return max(total / max(count, 1), 0.0)

@@ -1,0 +1,235 @@
+"""llmcompressor backend: recipes for rtn, gptq, awq, sparsegpt, wanda, and the fixes it needs here.
+
+Three behaviours of llmcompressor 0.14 are changed, only for the duration of one ``oneshot`` call
+(:func:`patched`), each measured on this project's machines:
+
+* GPTQ (``modifiers/gptq/helpers.py: factorize_hessian``) replaces a Hessian whose Cholesky
+  factorization fails by the identity, i.e. silently falls back to round-to-nearest, and SparseGPT
+  (``sgpt_sparsify.sparsify_weight``) does the same.  Here the damping is instead raised tenfold
+  at a time (:func:`calib_sweep.methods.hessian.damped_inverse_cholesky`) and the damping used is
+  recorded per layer.
+* AWQ pins its cached intermediates (``IntermediatesCache.pin_memory``), which raises "Cannot access
+  accelerator device" on a machine without one; pinning is skipped when CUDA is unavailable.
+* AWQ infers layer mappings only for registered architectures (OPT is not); OPT gets explicit ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+
+from calib_sweep.errors import ConfigError
+from calib_sweep.methods.hessian import damped_inverse_cholesky
+
+#: Layers never compressed: the output head (tied to the embeddings in many small models).
+IGNORE = ["re:.*lm_head"]
+
+#: AWQ mappings (smooth layer -> balanced layers) for OPT, after AutoAWQ's OPT model definition
+#: (ReLU between fc1 and fc2 is positively homogeneous, so fc1's outputs can be rescaled).
+OPT_AWQ_MAPPINGS = [
+    ("re:.*self_attn_layer_norm$", ["re:.*q_proj$", "re:.*k_proj$", "re:.*v_proj$"]),
+    ("re:.*v_proj$", ["re:.*out_proj$"]),
+    ("re:.*final_layer_norm$", ["re:.*fc1$"]),
+    ("re:.*fc1$", ["re:.*fc2$"]),
+]
+
+#: Linear-layer name suffixes by which :func:`awq_family` recognises an architecture's blocks.
+_LLAMA_LIKE = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+_OPT_LIKE = {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"}
+
+
+def awq_family(layer_names) -> str | None:
+    """``"llama"`` or ``"opt"`` when every target layer name fits that family's AWQ mappings, else None."""
+    suffixes = {name.rsplit(".", 1)[-1] for name in layer_names}
+    if suffixes and suffixes <= _LLAMA_LIKE:
+        return "llama"
+    if suffixes and suffixes <= _OPT_LIKE:
+        return "opt"
+    return None
+
+
+def _weight_args(method_cfg: Any) -> dict:
+    group = method_cfg.group_size
+    per_channel = group in (None, -1)
+    return {
+        "num_bits": int(method_cfg.w_bits),
+        "type": "int",
+        "symmetric": bool(method_cfg.symmetric),
+        "strategy": "channel" if per_channel else "group",
+        "group_size": None if per_channel else int(group),
+    }
+
+
+def build_recipe(method_cfg: Any, model=None) -> list:
+    """llmcompressor modifiers for a method config (``rtn``, ``gptq``, ``awq``, ``sparsegpt``, ``wanda``).
+
+    Args:
+        method_cfg: the ``method`` config group.
+        model: the model (only AWQ needs it, to choose layer mappings by architecture).
+
+    Raises:
+        ConfigError: a method this backend does not run.
+    """
+    from calib_sweep.methods import parse_structure
+
+    name = method_cfg.name
+    groups = {"group_0": {"targets": ["Linear"], "weights": _weight_args(method_cfg)}} if "w_bits" in method_cfg else None
+    if name == "rtn":
+        from llmcompressor.modifiers.quantization import QuantizationModifier
+
+        return [QuantizationModifier(ignore=IGNORE, config_groups=groups)]
+    if name == "gptq":
+        from llmcompressor.modifiers.quantization import GPTQModifier
+
+        return [
+            GPTQModifier(
+                ignore=IGNORE,
+                config_groups=groups,
+                dampening_frac=float(method_cfg.damp_percent),
+                actorder="weight" if method_cfg.get("act_order") else None,
+                block_size=int(method_cfg.get("block_size", 128)),
+            )
+        ]
+    if name == "awq":
+        from llmcompressor.modifiers.quantization import QuantizationModifier
+        from llmcompressor.modifiers.transform.awq import AWQMapping, AWQModifier
+
+        mappings = None
+        if model is not None and type(model).__name__.startswith("OPT"):
+            mappings = [AWQMapping(smooth, balance) for smooth, balance in OPT_AWQ_MAPPINGS]
+        return [
+            AWQModifier(
+                mappings=mappings,
+                duo_scaling=bool(method_cfg.get("duo_scaling", True)),
+                n_grid=int(method_cfg.get("n_grid", 20)),
+                offload_device=None,
+            ),
+            QuantizationModifier(ignore=IGNORE, config_groups=groups),
+        ]
+    pattern = parse_structure(method_cfg.get("structure")) if "sparsity" in method_cfg else None
+    mask = "0:0" if pattern is None else f"{pattern[0]}:{pattern[1]}"
+    if name == "sparsegpt":
+        from llmcompressor.modifiers.pruning import SparseGPTModifier
+
+        return [
+            SparseGPTModifier(
+                sparsity=float(method_cfg.sparsity),
+                mask_structure=mask,
+                dampening_frac=float(method_cfg.damp_percent),
+                block_size=int(method_cfg.get("block_size", 128)),
+                targets=["Linear"],
+                ignore=IGNORE,
+            )
+        ]
+    if name == "wanda":
+        from llmcompressor.modifiers.pruning import WandaPruningModifier
+
+        return [WandaPruningModifier(sparsity=float(method_cfg.sparsity), mask_structure=mask, targets=["Linear"], ignore=IGNORE)]
+    raise ConfigError(f"method.name={name!r} does not run on llmcompressor. Fix: use rtn, gptq, awq, sparsegpt or wanda.")
+
+
+@contextlib.contextmanager
+def patched(model: torch.nn.Module, damping: dict[str, float]):
+    """Within the block: escalating damping for GPTQ/SparseGPT (recorded into ``damping``
+    ``{layer name: fraction of mean diag H used}``), and no memory pinning without CUDA."""
+    from llmcompressor.modifiers.gptq import base as gptq_base
+    from llmcompressor.modifiers.gptq import gptq_quantize
+    from llmcompressor.modifiers.pruning.sparsegpt import base as sgpt_base
+    from llmcompressor.pipelines.cache import IntermediatesCache
+
+    names = {module: name for name, module in model.named_modules()}
+    current: list[torch.nn.Module] = []
+    orig_prepare = gptq_base.prepare_batch
+    orig_factorize = gptq_quantize.factorize_hessian
+    orig_sparsify = sgpt_base.sparsify_weight
+    orig_pin = IntermediatesCache.pin_memory
+
+    def prepare_batch(batch, *args, **kwargs):
+        current[:] = list(batch)
+        return orig_prepare(batch, *args, **kwargs)
+
+    def factorize_hessian(weights, hessians, percdamp, used_rtn_fallback):
+        # Same contract as llmcompressor's: dead columns zeroed in weights, hessians overwritten by
+        # the upper Cholesky factor of their damped inverse; never the identity (RTN) fallback.
+        for index in range(hessians.shape[0]):
+            name = names.get(current[index]) if index < len(current) else f"batch item {index}"
+            dead = torch.diagonal(hessians[index]) == 0
+            weights[index][:, dead] = 0
+            U, frac, _ = damped_inverse_cholesky(hessians[index], percdamp, name)
+            hessians[index].copy_(U)
+            damping[name] = frac
+        return hessians
+
+    def sparsify_weight(module, hessians_dict, sparsity, prune_n, prune_m, block_size, dampening_frac, preserve_sparsity_mask):
+        name = names.get(module, "layer")
+        _, frac, _ = damped_inverse_cholesky(hessians_dict[module], dampening_frac, name)
+        damping[name] = frac
+        return orig_sparsify(module, hessians_dict, sparsity, prune_n, prune_m, block_size, frac, preserve_sparsity_mask)
+
+    def pin_memory(self, *args, **kwargs):
+        if torch.cuda.is_available():
+            return orig_pin(self, *args, **kwargs)
+        return None
+
+    gptq_base.prepare_batch = prepare_batch
+    gptq_quantize.factorize_hessian = factorize_hessian
+    sgpt_base.sparsify_weight = sparsify_weight
+    IntermediatesCache.pin_memory = pin_memory
+    try:
+        yield
+    finally:
+        gptq_base.prepare_batch = orig_prepare
+        gptq_quantize.factorize_hessian = orig_factorize
+        sgpt_base.sparsify_weight = orig_sparsify
+        IntermediatesCache.pin_memory = orig_pin
+
+
+def run_oneshot(model, sequences: list[torch.Tensor], method_cfg: Any) -> tuple[torch.nn.Module, dict[str, float]]:
+    """Run llmcompressor's ``oneshot`` on unpadded sequences, one per batch (so no padding exists).
+
+    Returns:
+        ``(model, {layer name: damping fraction used})`` (damping only for GPTQ/SparseGPT).
+    """
+    from datasets import Dataset
+    from llmcompressor import oneshot
+
+    recipe = build_recipe(method_cfg, model)
+    rows = [seq.reshape(-1).tolist() for seq in sequences]
+    dataset = Dataset.from_dict({"input_ids": rows, "attention_mask": [[1] * len(r) for r in rows]})
+    damping: dict[str, float] = {}
+    with patched(model, damping):
+        model = oneshot(
+            model=model,
+            dataset=dataset,
+            recipe=recipe,
+            num_calibration_samples=len(rows),
+            max_seq_length=max(len(r) for r in rows),
+            shuffle_calibration_samples=False,
+            batch_size=1,
+        )
+    if method_cfg.name in ("rtn", "awq"):
+        fake_quantize_in_place(model)
+    return model, damping
+
+
+def fake_quantize_in_place(model) -> int:
+    """Write each quantized layer's weight onto its grid (``QuantizationModifier`` only attaches
+    scales and quantizes at forward time, leaving the stored weights as they were).
+
+    Returns:
+        The number of layers written.
+    """
+    from compressed_tensors.quantization import fake_quantize
+
+    done = 0
+    with torch.no_grad():
+        for module in model.modules():
+            scheme = getattr(module, "quantization_scheme", None)
+            if scheme is None or scheme.weights is None or not hasattr(module, "weight_scale"):
+                continue
+            zero = getattr(module, "weight_zero_point", None)
+            module.weight.data.copy_(fake_quantize(module.weight, module.weight_scale, zero, scheme.weights))
+            done += 1
+    return done
