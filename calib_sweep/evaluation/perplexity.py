@@ -75,3 +75,106 @@ def perplexity(
             "batch_size": batch_size,
         },
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Standard perplexity texts from the Hugging Face Hub (opt-in: they need the network)
+
+#: The reference texts of the GPTQ / SparseGPT / Wanda scripts (``datautils.py``), by name.
+#: ``join``: separator between documents; ``max_documents``: first N documents only;
+#: ``max_windows_ref``: the reference keeps only the first this-many ``seq_len`` windows.
+HUB_TEXTS: dict[str, dict[str, Any]] = {
+    "wikitext2": {
+        "load": {"path": "Salesforce/wikitext", "name": "wikitext-2-raw-v1", "split": "test"},
+        "field": "text", "join": "\n\n", "max_documents": None, "max_windows_ref": None,
+        "reference": "GPTQ datautils.get_wikitext2: tokenizer('\\n\\n'.join(test['text'])), all non-overlapping windows",
+    },
+    "c4": {
+        "load": {
+            "path": "allenai/c4", "data_files": {"validation": "en/c4-validation.00000-of-00008.json.gz"},
+            "split": "validation",
+        },
+        "field": "text", "join": " ", "max_documents": 1100, "max_windows_ref": 256,
+        "reference": "GPTQ datautils.get_c4_new: tokenizer(' '.join(val[:1100]['text']))[:, :256 * seq_len]",
+    },
+}
+
+
+def _hub_offline() -> str | None:
+    import os
+
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if os.environ.get(var, "").strip().upper() in {"1", "ON", "YES", "TRUE"}:
+            return f"{var}={os.environ[var]}"
+    return None
+
+
+def _load_kwargs(name: str, source: Any) -> dict[str, Any]:
+    spec = HUB_TEXTS[name]
+    if source is None:
+        return dict(spec["load"])
+    try:
+        from omegaconf import OmegaConf
+
+        source = OmegaConf.to_container(source, resolve=True) if OmegaConf.is_config(source) else source
+    except ImportError:  # pragma: no cover
+        pass
+    return {"split": spec["load"]["split"], **dict(source)}
+
+
+def hub_text_tokens(name: str, tokenizer, seq_len: int, source: Any = None) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Token stream of a standard perplexity text, prepared exactly as the GPTQ reference scripts do.
+
+    ``wikitext2``: WikiText-2 (raw) test split, all lines joined with ``"\\n\\n"``, tokenized in one
+    call with the tokenizer's special tokens (a Llama tokenizer adds one BOS at the start), all
+    non-overlapping windows.  ``c4``: the first 1,100 documents of the first C4 (en) validation
+    shard joined with ``" "``, cut to the first ``256 * seq_len`` tokens.
+
+    Args:
+        name: a key of :data:`HUB_TEXTS`.
+        tokenizer: a ``transformers`` tokenizer.
+        seq_len: window length (only used for C4's ``256 * seq_len`` cut).
+        source: keyword arguments for ``datasets.load_dataset`` replacing the Hub location, e.g.
+            ``{"path": "parquet", "data_files": {"test": "wiki.test.parquet"}}`` for a local copy
+            with the same field (``text``); ``split`` defaults to the reference split.
+
+    Returns:
+        ``(tokens, info)``: ``int64 [n_tokens]`` and ``{"text", "source", "documents", "join",
+        "reference", "tokens_in_text"}``.
+
+    Raises:
+        ConfigError: unknown name, offline mode, or the Hub / files cannot be read (one line with the fix).
+    """
+    from calib_sweep.errors import ConfigError
+
+    if name not in HUB_TEXTS:
+        raise ConfigError(f"eval.perplexity.hub_texts names unknown text {name!r}. Fix: use some of {sorted(HUB_TEXTS)}.")
+    spec = HUB_TEXTS[name]
+    kwargs = _load_kwargs(name, source)
+    fix = (
+        f"Fix: drop {name} from eval.perplexity.hub_texts, or set eval.perplexity.hub_sources.{name} to a local copy "
+        "(e.g. {path: parquet, data_files: {...}})."
+    )
+    offline = _hub_offline()
+    if source is None and offline:
+        raise ConfigError(f"perplexity text {name!r} needs the Hugging Face Hub, but offline mode is set ({offline}). {fix}")
+    import datasets
+
+    try:
+        data = datasets.load_dataset(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - any loading failure becomes one line with the fix
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise ConfigError(f"could not load perplexity text {name!r} ({kwargs}): {type(exc).__name__}: {first}. {fix}") from None
+    texts = data[spec["field"]]
+    if spec["max_documents"] is not None:
+        texts = texts[: spec["max_documents"]]
+    ids = tokenizer(spec["join"].join(texts), return_tensors="pt").input_ids[0].to(torch.int64)
+    total = int(ids.numel())
+    if spec["max_windows_ref"] is not None:
+        ids = ids[: spec["max_windows_ref"] * int(seq_len)]
+    info = {
+        "text": name, "source": {k: v for k, v in kwargs.items()}, "documents": len(texts), "join": spec["join"],
+        "reference": spec["reference"], "tokens_in_text": total, "tokens_kept": int(ids.numel()),
+        "special_tokens": "tokenizer defaults (add_special_tokens=True)",
+    }
+    return ids, info
