@@ -43,7 +43,7 @@ def _config(method: str, source: str, seed: int, n: int = 8, seq_len: int = 64, 
 
 
 def write_job(sweep: Path, num: int, config: dict, *, metrics: dict | None = None, status: str = "ok",
-              error: str | None = None, wandb_mode: str = "offline", hydra_only: bool = False) -> Path:
+              error: str | None = None, wandb_mode: str = "offline", hydra_only: bool = False, extra: dict | None = None) -> Path:
     """One job folder laid out like Hydra's multirun: ``<sweep>/<num>_<method>_<source>_s<seed>/``."""
     folder = sweep / f"{num}_{config['method']['name']}_{config['dataset']['name']}_s{config['seed']}"
     (folder / ".hydra").mkdir(parents=True)
@@ -55,7 +55,7 @@ def write_job(sweep: Path, num: int, config: dict, *, metrics: dict | None = Non
         record["metrics"] = metrics or {}
     else:
         record.update(error=error, error_type="RuntimeError", stage="compress")
-    write_results(folder, record)
+    write_results(folder, {**record, **(extra or {})})
     return folder
 
 
@@ -166,7 +166,8 @@ def test_synthetic_sweep_numbers_tables_and_partial_jobs(tmp_path):
 
 def test_combined_sweeps_rerun_supersedes_failure_and_sample_size_curves(tmp_path):
     first = tmp_path / "a"
-    write_job(first, 0, _config("gptq", "c4", 0, n=4), metrics={"perplexity/wikitext": 14.0})
+    write_job(first, 0, _config("gptq", "c4", 0, n=4), metrics={"perplexity/wikitext": 14.0},
+              extra={"dense": {"metrics": {"perplexity/wikitext": 10.5, "zeroshot/mean_acc": 0.625}}})
     write_job(first, 1, _config("gptq", "c4", 1, n=4), status="failed", error="killed")
     second = tmp_path / "b"
     write_job(second, 0, _config("gptq", "c4", 1, n=4), metrics={"perplexity/wikitext": 13.0})  # the rerun
@@ -186,6 +187,9 @@ def test_combined_sweeps_rerun_supersedes_failure_and_sample_size_curves(tmp_pat
     assert float(sizes[64]["sd"]) == pytest.approx(statistics.stdev([11.0, 11.2]))
     assert any(p.name.startswith("samples_") for p in (out / "figures").iterdir())
     assert "Sample-size curves" in (out / "report.html").read_text()
+    dense = {r["metric"]: float(r["value"]) for r in _read_csv(out / "dense_reference.csv")}
+    assert dense == {"perplexity/wikitext": 10.5, "zeroshot/mean_acc": 0.625}
+    assert "| toy-7b | 62.50 | 10.50 |" in (out / "report.md").read_text()
 
 
 def test_method_settings_that_vary_split_groups(tmp_path):
@@ -224,7 +228,7 @@ def test_real_tiny_sweep(tiny_model_dir, tiny_corpus, tmp_path):
     from helpers import compose_cfg, tiny_overrides
 
     sweep = tmp_path / "multirun" / "2026-01-01" / "12-00-00"
-    jobs = [("dense", 0), ("wanda", 0), ("wanda", 1), ("wanda", 2)]
+    jobs = [("wanda", 0), ("wanda", 1), ("wanda", 2)]
     for num, (method, seed) in enumerate(jobs):
         folder = sweep / f"{num}_{method}_local_jsonl_s{seed}"
         cfg = compose_cfg(tiny_overrides(tiny_model_dir, tiny_corpus) + [f"method={method}", f"seed={seed}"])
@@ -236,15 +240,14 @@ def test_real_tiny_sweep(tiny_model_dir, tiny_corpus, tmp_path):
                           capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "disabled"})
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "multirun" / "report"
-    assert "jobs: 1 missing, 3 ok" in proc.stdout
+    assert "jobs: 1 missing, 2 ok" in proc.stdout
     rows = {(r["method"], r["metric"]): r for r in _read_csv(out / "summary.csv")}
-    records = [json.loads((sweep / f"{i}_wanda_local_jsonl_s{s}" / "results.json").read_text()) for i, s in ((1, 0), (2, 1))]
+    records = [json.loads((sweep / f"{s}_wanda_local_jsonl_s{s}" / "results.json").read_text()) for s in (0, 1)]
     ppls = [r["metrics"]["perplexity/local_jsonl"] for r in records]
     wanda = rows["wanda", "perplexity/local_jsonl"]
     assert float(wanda["mean"]) == pytest.approx(statistics.fmean(ppls))
     assert float(wanda["sd"]) == pytest.approx(statistics.stdev(ppls))
     assert wanda["seeds_ok"] == "2" and wanda["seeds_missing"] == "1"
-    assert rows["dense", "perplexity/local_jsonl"]["sd"] == ""  # one seed: SD undefined
     assert "box_tiny-llama_perplexity_local_jsonl.png" in {p.name for p in (out / "figures").iterdir()}
 
 
@@ -296,6 +299,27 @@ def test_wandb_online_logs_tables_and_plots(tmp_path, monkeypatch):
     assert logged["report/bar/boolq"][0] == "bar" and "report/jobs" in logged and "report/dispersion" in logged
     assert any(k.startswith("report/figure/") for k in logged)
     assert ("finish", 0) in fake.calls and any("logged" in m for m in messages)
+
+
+def test_wandb_real_library_accepts_the_tables_and_plots(tmp_path, monkeypatch):
+    """The real wandb package (written offline, nothing leaves the machine) takes every table, plot and image."""
+    import calib_sweep.report.wandb_upload as upload_module
+
+    sweep = tmp_path / "s"
+    for n in (4, 16):
+        for seed in range(2):
+            write_job(sweep, n + seed, _config("gptq", "c4", seed, n=n), metrics=_metrics(0.6 + seed / 10, 0.5, 12 + seed),
+                      wandb_mode="online")
+    monkeypatch.setenv("WANDB_MODE", "offline")  # the run is written locally ...
+    monkeypatch.setattr(upload_module, "resolve_mode", lambda cfg: "online")  # ... though the report believes it is online
+    messages = []
+    write_report([sweep], tmp_path / "r", say=messages.append)
+    assert any("summary logged" in m for m in messages), messages
+    runs = list((tmp_path / "r" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("run-*.wandb"))
+    media = {p.name for p in runs[0].rglob("*") if p.is_file()}
+    assert any(name.startswith("box_toy-7b_perplexity_wikitext") for name in media)
+    assert any(name.endswith(".table.json") for name in media)
 
 
 def test_wandb_online_runs_but_unreachable_now_is_skipped_fast(tmp_path, monkeypatch):

@@ -180,7 +180,8 @@ def summarize(jobs: list[Job]) -> Summary:
     """Group the jobs and compute every statistic of the report (see the module docstring)."""
     by_group: dict[tuple, list[Job]] = {}
     for job in jobs:
-        by_group.setdefault(job.group, []).append(job)
+        if job.config:  # a job folder with no readable config is listed among the jobs, in no group
+            by_group.setdefault(job.group, []).append(job)
     groups = []
     metrics: set[str] = set()
     for key in sorted(by_group, key=_sort_key):

@@ -70,11 +70,12 @@ def _box_axes(ax, groups: list[Group], metric: str, show_size: bool, sources: li
         positions.append(x)
         data.append([v * _scale(metric) for v in values])
         colours.append(_COLOURS[sources.index(g.source) % len(_COLOURS)])
-        label = g.method if not show_size else f"{g.method}\nn={g.n_samples}"
+        label = g.method + (f"\n{g.source}" if len(sources) > 1 else "") + (f"\nn={g.n_samples}" if show_size else "")
         labels.append(label + (f"\n{g.variant}" if g.variant else ""))
     if not data:
         return False
-    boxes = ax.boxplot(data, positions=positions, widths=0.6, patch_artist=True, showmeans=True,
+    boxes = ax.boxplot(data, positions=positions, widths=0.6, patch_artist=True, showmeans=True, showfliers=False,
+                       medianprops={"color": "black"},
                        meanprops={"marker": "D", "markerfacecolor": "white", "markeredgecolor": "black", "markersize": 4})
     for patch, colour in zip(boxes["boxes"], colours):
         patch.set_facecolor(colour)
@@ -153,6 +154,9 @@ def sample_size_plots(summary: Summary) -> list[Figure]:
                 plt.close(fig)
                 continue
             ax.set_xscale("log", base=2)
+            sizes = sorted({g.n_samples for groups in series.values() for g in groups})
+            ax.set_xticks(sizes, [str(n) for n in sizes])
+            ax.minorticks_off()
             ax.set_xlabel("calibration samples (n_samples)")
             ax.set_ylabel(_ylabel(metric))
             ax.set_title(f"{model}: {metric_label(metric)} vs sample size (mean ± SD across seeds)", fontsize=9)

@@ -143,7 +143,8 @@ def build_tables(summary: Summary) -> list[Table]:
     tables.append(Table(
         title="Jobs not finished: failed, missing (running or killed), superseded",
         header=["status", "model", "method", "source", "n×len", "seed", "folder", "error"],
-        rows=[[j.status, j.model, j.method, j.source, f"{j.n_samples}×{j.seq_len}", str(j.seed), str(j.folder), j.error or ""]
+        rows=[[j.status, j.model, j.method, j.source, f"{j.n_samples}×{j.seq_len}" if j.n_samples else "?",
+               "?" if j.seed is None else str(j.seed), str(j.folder), j.error or ""]
               for j in unfinished],
         note="Every job finished." if not unfinished else "A missing job has a .hydra/ folder but no results.json yet.",
         anchor="jobs",
