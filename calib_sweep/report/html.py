@@ -20,7 +20,7 @@ h1 { font-size: 1.5rem; } h2 { font-size: 1.15rem; margin-top: 2rem; border-bott
 table { border-collapse: collapse; font-size: 0.82rem; margin: 0.5rem 0 1rem; }
 th, td { border: 1px solid #d0d0d0; padding: 3px 7px; text-align: right; white-space: nowrap; }
 th { background: #f3f3f6; position: sticky; top: 0; }
-td.text { text-align: left; white-space: normal; }
+td.text, th.text { text-align: left; } td.text { white-space: normal; }
 tr.failed td { background: #fdecec; } tr.missing td { background: #fff7e0; } tr.superseded td { color: #888; }
 .note { color: #555; font-size: 0.85rem; }
 .counts span { display: inline-block; margin-right: 1rem; padding: 2px 8px; border-radius: 4px; background: #eef; }
@@ -35,7 +35,8 @@ nav a { margin-right: 0.8rem; font-size: 0.85rem; }
 def _table(table: Table) -> str:
     text_columns = {i for i, h in enumerate(table.header) if h in ("method", "source", "model", "variant", "metric", "status",
                                                                      "folder", "error", "widest group")}
-    head = "".join(f"<th>{escape(h)}</th>" for h in table.header)
+    head = "".join(f'<th class="text">{escape(h)}</th>' if i in text_columns else f"<th>{escape(h)}</th>"
+                   for i, h in enumerate(table.header))
     body = []
     for row in table.rows:
         css = f' class="{escape(row[0])}"' if table.anchor == "jobs" and row else ""
