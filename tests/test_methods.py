@@ -34,7 +34,7 @@ def test_group_size_128_on_hidden_576_is_refused_with_fix(smollm_shapes):
     with pytest.raises(ConfigError) as err:
         methods.validate_method(cfg(**{**GPTQ, "group_size": 128}), smollm_shapes)
     message = str(err.value)
-    assert "method.group_size=128" in message and "576" in message and "[32, 64]" in message
+    assert "method.group_size=128" in message and "576" in message and "[16, 32, 64]" in message
     methods.validate_method(cfg(**{**GPTQ, "group_size": 64}), smollm_shapes)  # fits
     methods.validate_method(cfg(**{**GPTQ, "group_size": None}), smollm_shapes)  # per-channel fits
 
@@ -61,7 +61,7 @@ def test_bad_pruning_values(override, pattern, smollm_shapes):
 
 
 def test_unknown_method_is_named():
-    with pytest.raises(ConfigError, match="method.name='gptqq'.*dense"):
+    with pytest.raises(ConfigError, match="method.name='gptqq'.*awq.*dense.*magnitude.*rtn.*sparsegpt.*spqr.*wanda"):
         methods.validate_method(cfg(name="gptqq"))
 
 
@@ -134,3 +134,24 @@ def test_linear_shapes_need_no_weights():
     shapes = linear_shapes(config)  # a 7B model on the meta device: instant, no memory
     assert shapes["model.layers.31.mlp.down_proj"] == (4096, 11008)
     assert len(shapes) == 32 * 7 + 1
+
+
+@pytest.mark.parametrize("name", sorted(methods.KINDS))
+def test_shipped_method_configs_fit_the_default_model(name, smollm_shapes):
+    """Every conf/method/*.yaml validates, as shipped, on a SmolLM2-135M-shaped model (hidden 576)."""
+    from importlib.resources import files
+
+    method = OmegaConf.load(files("calib_sweep") / "conf" / "method" / f"{name}.yaml")
+    assert method.name == name and method.save is False
+    methods.validate_method(method, smollm_shapes)
+    if methods.KINDS[name] == "quantization":
+        assert method.w_bits == 4
+    if methods.KINDS[name] == "pruning":
+        assert method.sparsity == 0.5 and method.structure == "unstructured"
+    if "damp_percent" in method:
+        assert method.damp_percent == 0.01
+
+
+def test_save_must_be_a_boolean():
+    with pytest.raises(ConfigError, match="method.save='yes'"):
+        methods.validate_method(cfg(name="dense", save="yes"))

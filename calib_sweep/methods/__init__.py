@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 
-from calib_sweep.errors import CompressionError, ConfigError
+from calib_sweep.errors import CompressionError, ConfigError  # noqa: F401 (re-exported)
 from calib_sweep.methods.hessian import calibration_sequences
 from calib_sweep.methods.kl import TopKLogprobs, kl_from_reference, reference_logprobs
 from calib_sweep.methods.llmc import IGNORE, awq_family
@@ -183,6 +183,12 @@ def validate_method(method_cfg: Any, shapes: dict[str, tuple[int, int]] | None =
                 raise ConfigError(
                     f"method.outlier_threshold={tau!r} must be > 0, or null/inf for no outliers. Fix: e.g. 0.2."
                 )
+        if name == "awq":
+            n_grid = method_cfg.get("n_grid", 20)
+            if not _is_int(n_grid) or n_grid < 3:
+                raise ConfigError(f"method.n_grid={n_grid!r} must be an integer >= 3. Fix: e.g. method.n_grid=20.")
+            if not isinstance(method_cfg.get("duo_scaling", True), bool):
+                raise ConfigError(f"method.duo_scaling={method_cfg.get('duo_scaling')!r} must be true or false. Fix: true.")
         if name == "awq" and targets and awq_family(targets) is None:
             raise ConfigError(
                 f"method.name=awq has no layer mappings for this architecture (layers like {next(iter(targets))}). "
@@ -423,7 +429,8 @@ def save(model, method_cfg: Any, directory: str | Path, tokenizer=None) -> Path:
 
     llmcompressor methods (rtn, gptq via llmcompressor, awq, sparsegpt, wanda) are written in the
     compressed-tensors format (``save_pretrained(..., save_compressed=True)``: packed int weights with
-    scales, or sparse bitmasks); dense, magnitude and SpQR (no compressed-tensors form for its
+    scales, or sparse bitmasks; this compresses the in-memory model too, so call :func:`save` last,
+    after evaluation); dense, magnitude and SpQR (no compressed-tensors form for its
     outliers and 3-bit statistics) as plain dequantized weights.  ``tokenizer``, if given, is saved
     beside it.
 

@@ -72,12 +72,6 @@ def reference_logprobs(model, token_ids: torch.Tensor, top_k: int | None = 64) -
     return TopKLogprobs(torch.stack(values), torch.stack(indices))
 
 
-def _log1mexp(x: torch.Tensor) -> torch.Tensor:
-    """``log(1 - exp(x))`` for ``x <= 0``, stable; ``-inf`` at ``x = 0``."""
-    x = x.clamp(max=0)
-    return torch.where(x > -0.6931, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
-
-
 @torch.no_grad()
 def kl_from_reference(model, token_ids: torch.Tensor, reference: torch.Tensor | TopKLogprobs) -> float:
     """Mean per-token ``KL(dense || model)`` in nats over all positions of ``token_ids``.
@@ -108,10 +102,11 @@ def kl_from_reference(model, token_ids: torch.Tensor, reference: torch.Tensor | 
             logp_k = reference.values[i]
             logq_k = torch.gather(logq, -1, reference.indices[i])
             kl = (logp_k.exp() * (logp_k - logq_k)).sum(-1)
-            p_rest = _log1mexp(torch.logsumexp(logp_k, -1))
-            q_rest = _log1mexp(torch.logsumexp(logq_k, -1))
-            rest = torch.where(torch.isfinite(p_rest), p_rest.exp() * (p_rest - q_rest), torch.zeros_like(p_rest))
-            kl = kl + rest
+            # The rest bucket, in float64; a mass below 1e-9 (rounding when k ~ V) contributes nothing.
+            p_rest = (1 - logp_k.double().exp().sum(-1)).clamp_min(0)
+            q_rest = (1 - logq_k.double().exp().sum(-1)).clamp_min(1e-12)
+            rest = torch.where(p_rest > 1e-9, p_rest * (p_rest.clamp_min(1e-12).log() - q_rest.log()), 0.0)
+            kl = kl + rest.float()
         else:
             logp = reference[i]
             kl = (logp.exp() * (logp - logq)).sum(-1)
