@@ -99,7 +99,9 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_group(key: str, group: Any, targets: dict, dim: int, allow_null: bool) -> None:
+def _check_group(
+    key: str, group: Any, targets: dict, dim: int, allow_null: bool, candidates: tuple = (32, 64, 128, 256)
+) -> None:
     if allow_null and group in (None, -1):
         return
     if not _is_int(group) or group < 1:
@@ -109,7 +111,7 @@ def _check_group(key: str, group: Any, targets: dict, dim: int, allow_null: bool
     if bad:
         layer, shape = next(iter(bad.items()))
         widths = sorted({s[dim] for s in targets.values()})
-        ok = [g for g in (16, 32, 64, 128, 256) if all(w % g == 0 for w in widths)]
+        ok = [g for g in candidates if all(w % g == 0 for w in widths)]
         what = "input width" if dim == 1 else "output width"
         raise ConfigError(
             f"method.{key}={group} does not divide the {what} {shape[dim]} of {layer} "
@@ -163,7 +165,8 @@ def validate_method(method_cfg: Any, shapes: dict[str, tuple[int, int]] | None =
         bits = method_cfg.w_bits
         if not _is_int(bits) or not 2 <= bits <= 8:
             raise ConfigError(f"method.w_bits={bits!r} must be an integer in 2..8. Fix: e.g. method.w_bits=4.")
-        _check_group("group_size", method_cfg.group_size, targets, 1, allow_null=name != "spqr")
+        small = (8, 16, 32, 64) if name == "spqr" else (32, 64, 128, 256)
+        _check_group("group_size", method_cfg.group_size, targets, 1, allow_null=name != "spqr", candidates=small)
         if name == "gptq":
             backend = method_cfg.get("backend", "llmcompressor")
             if backend not in ("llmcompressor", "optimum"):
@@ -177,7 +180,7 @@ def validate_method(method_cfg: Any, shapes: dict[str, tuple[int, int]] | None =
             stat_bits = method_cfg.get("stat_bits")
             if stat_bits is not None and (not _is_int(stat_bits) or not 1 <= stat_bits <= 8):
                 raise ConfigError(f"method.stat_bits={stat_bits!r} must be an integer in 1..8 or null (fp16). Fix: 3.")
-            _check_group("stat_group", method_cfg.get("stat_group", 16), targets, 0, allow_null=False)
+            _check_group("stat_group", method_cfg.get("stat_group", 16), targets, 0, False, (8, 16, 32, 64))
             tau = method_cfg.get("outlier_threshold")
             if tau not in (None, "inf") and (isinstance(tau, bool) or not isinstance(tau, (int, float)) or not tau > 0):
                 raise ConfigError(
