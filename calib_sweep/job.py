@@ -38,7 +38,8 @@ from calib_sweep.data import (
     validate_source,
 )
 from calib_sweep.errors import ConfigError
-from calib_sweep.evaluation import evaluate_model
+from calib_sweep.evaluation import evaluate_model, validate_eval
+from calib_sweep.evaluation.baseline import deltas, dense_baseline
 from calib_sweep.tracking import WandbRun, config_key, find_finished, register_finished, write_results
 
 log = logging.getLogger(__name__)
@@ -95,11 +96,10 @@ def validate(cfg: DictConfig) -> None:
     validate_samples(cfg.samples.n_samples, cfg.samples.seq_len, cfg.seed)
     validate_source(cfg.dataset)
     models.resolve_dtype(cfg.dtype, models.resolve_device(cfg.device))
-    ppl = cfg.eval.perplexity
-    if isinstance(ppl.seq_len, bool) or not isinstance(ppl.seq_len, int) or ppl.seq_len < 2:
-        raise ConfigError(f"eval.perplexity.seq_len={ppl.seq_len!r} must be an integer >= 2. Fix: e.g. 512.")
-    if ppl.max_windows is not None and (not isinstance(ppl.max_windows, int) or ppl.max_windows < 1):
-        raise ConfigError(f"eval.perplexity.max_windows={ppl.max_windows!r} must be >= 1 or null (all). Fix: e.g. 16.")
+    validate_eval(cfg.eval)
+    kl_windows = cfg.eval.get("kl_windows", 4)
+    if isinstance(kl_windows, bool) or not isinstance(kl_windows, int) or kl_windows < 0:
+        raise ConfigError(f"eval.kl_windows={kl_windows!r} must be an integer >= 0 (0 = no KL). Fix: e.g. 4.")
 
 
 def _eval_sources(cfg: DictConfig) -> dict[str, Any]:
@@ -114,6 +114,13 @@ def _eval_sources(cfg: DictConfig) -> dict[str, Any]:
                 "Fix: use a document source, e.g. offline_wikipedia."
             )
     return sources
+
+
+def _kl_windows(tokens: torch.Tensor, windows: int, seq_len: int) -> torch.Tensor | None:
+    """The first ``windows`` windows of ``seq_len`` tokens (at most 512) of a held-out stream, ``[w, L]`` int64."""
+    seq_len = min(seq_len, 512)
+    windows = min(windows, int(tokens.numel()) // seq_len)
+    return tokens[: windows * seq_len].reshape(windows, seq_len) if windows else None
 
 
 def run_job(cfg: DictConfig, output_dir: str | Path, resume: bool = False, group: str | None = None) -> dict[str, Any]:
@@ -194,18 +201,48 @@ def run_job(cfg: DictConfig, output_dir: str | Path, resume: bool = False, group
             with stages("calibrate"):
                 calib = calibrate(model)
 
+        kl_ids, kl_reference = None, None
+        if cfg.method.name != "dense" and int(cfg.eval.get("kl_windows", 4)) > 0 and eval_tokens:
+            with stages("verify"):  # the dense model's predictions on a few held-out windows
+                kl_ids = _kl_windows(next(iter(eval_tokens.values())), int(cfg.eval.get("kl_windows", 4)), int(cfg.samples.seq_len))
+                kl_reference = methods.reference_logprobs(model, kl_ids) if kl_ids is not None else None
+
         with stages("compress"):
             model = methods.compress(model, calib.input_ids.to(device), cfg.method)
 
         with stages("verify"):
             record["compression"] = methods.verify(model, cfg.method, before)
+            if kl_reference is not None:
+                kl = methods.kl_from_reference(model, kl_ids, kl_reference)
+                record["compression"]["summary"]["kl_from_dense"] = kl
+                record["compression"]["kl_protocol"] = {
+                    "text": next(iter(eval_tokens)), "windows": int(kl_ids.shape[0]), "seq_len": int(kl_ids.shape[1]),
+                    "unit": "nats per token, KL(dense || compressed), dense top-64 + rest bucket",
+                }
             log.info("compression check: %s", record["compression"]["summary"])
 
         with stages("evaluate"):
             metrics, evaluation = evaluate_model(model, tokenizer, cfg.eval, eval_tokens)
         summary = record["compression"]["summary"]
-        if "mean_sparsity" in summary:
-            metrics["compression/mean_sparsity"] = summary["mean_sparsity"]
+        for name in ("mean_sparsity", "kl_from_dense", "avg_bits"):
+            if isinstance(summary.get(name), (int, float)):
+                metrics[f"compression/{name}"] = float(summary[name])
+
+        if cfg.eval.get("dense_baseline", True):
+            with stages("dense_baseline"):
+                own = (metrics, evaluation) if cfg.method.name == "dense" else None
+                if own is None:
+                    del model  # free the compressed model before a dense one is loaded
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+
+                def evaluate_dense():
+                    dense = models.load_model(cfg.model, device, dtype)
+                    return evaluate_model(dense, tokenizer, cfg.eval, eval_tokens)
+
+                dense = dense_baseline(cfg, evaluate_dense, own, texts=eval_tokens)
+                record["dense"] = {"metrics": dense["metrics"], "key": dense["key"], "reused": dense["reused"]}
+                record["deltas"] = deltas(metrics, dense["metrics"])
         record.update(status="ok", metrics=metrics, evaluation=evaluation)
         run.log({**metrics, **{f"time/{k}": v for k, v in stages.timings.items()}})
         if calib is not None and run.run is not None:

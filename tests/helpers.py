@@ -22,6 +22,7 @@ def tiny_overrides(model_dir: Path, corpus: Path) -> list[str]:
         "model.source=pretrained", f"model.path={model_dir}", "model.name=tiny-llama",
         "dataset=local_jsonl", f"dataset.path={corpus}", "samples=tiny", "logger=none",
         "eval.perplexity.texts=[local_jsonl]", "eval.perplexity.seq_len=64", "eval.perplexity.max_windows=8",
+        "eval.zeroshot.tasks=[]",
     ]
 
 

@@ -12,7 +12,7 @@ from calib_sweep.job import run_job
 from helpers import compose_cfg, tiny_overrides
 
 
-def test_job_writes_complete_results(tiny_model_dir, tiny_corpus, tmp_path):
+def test_job_writes_complete_results(tiny_model_dir, tiny_corpus, tmp_path, isolated_cache):
     cfg = compose_cfg(tiny_overrides(tiny_model_dir, tiny_corpus) + ["method=wanda", "seed=3"])
     record = run_job(cfg, tmp_path / "job")
     saved = json.loads((tmp_path / "job" / "results.json").read_text())
@@ -22,7 +22,17 @@ def test_job_writes_complete_results(tiny_model_dir, tiny_corpus, tmp_path):
     ppl = saved["metrics"]["perplexity/local_jsonl"]
     assert math.isfinite(ppl) and 10 < ppl < 1000  # random 81-token model: near the vocabulary size
     assert saved["evaluation"]["perplexity/local_jsonl"]["seq_len"] == 64
-    assert set(saved["timings"]) == {"validate", "prepare", "calibrate", "load", "compress", "verify", "evaluate"}
+    assert set(saved["timings"]) == {
+        "validate", "prepare", "calibrate", "load", "compress", "verify", "evaluate", "dense_baseline"
+    }
+    # The dense reference: computed once (isolated cache), then reused; deltas are ours minus dense.
+    dense_ppl = saved["dense"]["metrics"]["perplexity/local_jsonl"]
+    assert saved["dense"]["reused"] is False and 10 < dense_ppl < 1000
+    assert saved["deltas"]["perplexity/local_jsonl"] == pytest.approx(ppl - dense_ppl)
+    kl = saved["compression"]["summary"]["kl_from_dense"]
+    assert kl > 0 and saved["metrics"]["compression/kl_from_dense"] == kl  # 50% pruning moves the outputs
+    again = run_job(cfg, tmp_path / "job2")
+    assert again["dense"]["reused"] is True and again["dense"]["metrics"] == saved["dense"]["metrics"]
     assert saved["memory"]["peak_rss_bytes"] > 100 * 2**20
     assert saved["versions"]["torch"] and saved["versions"]["llmcompressor"] == "0.14.0.1"
     calib = saved["calibration"]
