@@ -132,3 +132,20 @@ def test_deltas_are_differences_on_shared_finite_keys():
     out = deltas(job, dense)
     assert set(out) == {"perplexity/wiki", "zeroshot/arc_easy/acc", "zeroshot/mean_acc"}
     assert out["perplexity/wiki"] == pytest.approx(3.4) and out["zeroshot/arc_easy/acc"] == pytest.approx(-0.15)
+
+
+def test_compute_does_not_change_the_global_generators(isolated_cache, tmp_path):
+    import random
+
+    def reseeding():
+        random.seed(0)
+        torch.manual_seed(1234)
+        return {"perplexity/local_jsonl": 1.0}, {}
+
+    torch.manual_seed(7)
+    random.seed(7)
+    expected = (torch.rand(3), random.random())
+    torch.manual_seed(7)
+    random.seed(7)
+    dense_baseline(_cfg(tmp_path), reseeding, texts=TEXTS)
+    assert torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1]

@@ -208,3 +208,12 @@ def test_smollm2_arc_easy_is_clearly_above_chance():
 #: Measured: dense SmolLM2-135M-Instruct (fp32, CPU) gets acc 0.60 (12 of 20) on the first 20 ARC-Easy test items.
 ARC_ITEMS = 20
 ARC_MIN_ACC = 0.45
+
+
+def test_mmlu_runs_as_lm_eval_group(tiny):
+    model, tokenizer = tiny
+    metrics, details = zero_shot(model, tokenizer, _eval_cfg(tasks=["mmlu"], limit=1, batch_size=8).zeroshot)
+    assert set(metrics) == {"zeroshot/mmlu/acc", "zeroshot/mean_acc"}  # lm-eval's size-weighted group acc
+    entry = details["zeroshot/mmlu"]
+    assert entry["items"] == 57 and entry["items_available"] == 14042  # limit applies per subject
+    assert entry["upstream_yaml"] == "mmlu/default/_mmlu.yaml"  # (stderr is N/A with one item per subject)

@@ -173,6 +173,26 @@ def _locked(path: Path):
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def _preserved_rng():
+    """Restore the ``random``, NumPy and torch (CPU and CUDA) generator states afterwards."""
+    import random
+
+    import numpy as np
+    import torch
+
+    py_state, np_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    try:
+        yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+        torch.set_rng_state(torch_state)
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
+
+
 def dense_baseline(
     cfg: Any,
     compute: Callable[[], tuple[dict, dict]],
@@ -185,7 +205,9 @@ def dense_baseline(
     Args:
         cfg: the job's resolved config.
         compute: loads (or takes) the uncompressed model and returns ``evaluate_model``'s
-            ``(metrics, details)``; called only when no cached baseline exists, under the lock.
+            ``(metrics, details)``; called only when no cached baseline exists, under the lock, with
+            the global ``random`` / NumPy / torch generator states restored afterwards (lm-eval
+            reseeds them), so a job's later stages do not depend on whether the cache was warm.
         own: the job's own ``(metrics, details)`` when the job *is* the dense method: stored as the
             baseline (if none is cached yet) and returned; ``compute`` is not called.
         texts: the held-out token streams (see :func:`baseline_key`); recommended.
@@ -227,7 +249,8 @@ def dense_baseline(
             log.info("dense baseline %s reused from %s (computed by a parallel job)", key, path)
             return result(cached, True)
         log.info("computing the dense baseline %s", key)
-        metrics, details = compute()
+        with _preserved_rng():  # lm-eval reseeds the global generators; the job must not depend on the cache
+            metrics, details = compute()
         record = make_record(dict(metrics), dict(details), "computed")
         _write_atomic(path, record)
     return result(json.loads(json.dumps(record, default=str)), False)
