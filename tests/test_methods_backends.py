@@ -184,7 +184,7 @@ def test_optimum_backend_without_the_extra_is_a_config_error(monkeypatch):
 
 
 @pytest.mark.skipif(not methods.optimum_available(), reason="extra [optimum] (optimum 2.3.0 + gptqmodel 7.6.0) not installed")
-def test_optimum_gptq_matches_llmcompressor_gptq(dense):
+def test_optimum_gptq_matches_llmcompressor_gptq(dense, tmp_path):
     hessians = accumulate_hessians(dense, calibration_sequences(ids()), methods.target_linears(dense))
 
     @torch.no_grad()
@@ -197,3 +197,27 @@ def test_optimum_gptq_matches_llmcompressor_gptq(dense):
     b, report = run(dense, cfg(**{**GPTQ, "backend": "optimum"}))
     assert report["summary"]["max_distinct_per_group"] <= 16
     assert error(b) == pytest.approx(error(a), rel=0.25)
+    # Saving this backend writes plain dequantized weights (no wrong gptq_v2 tag): same loss on reload.
+    held_out = ids(2, 48, seed=5)
+    folder = methods.save(b, cfg(**{**GPTQ, "backend": "optimum"}), tmp_path / "optimum")
+    assert "quantization_config" not in (folder / "config.json").read_text()
+    reloaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    assert mean_nll(reloaded, held_out) == pytest.approx(mean_nll(b, held_out), rel=1e-5)
+
+
+def test_awq_on_opt_uses_explicit_mappings(tiny_model_dir, tmp_path):
+    """OPT is not in llmcompressor's AWQ registry; its default (Llama) mappings would not resolve."""
+    import shutil
+
+    from transformers import OPTConfig, OPTForCausalLM
+
+    torch.manual_seed(0)
+    config = OPTConfig(vocab_size=81, hidden_size=64, ffn_dim=128, num_hidden_layers=2, num_attention_heads=4,
+                       word_embed_proj_dim=64, max_position_embeddings=128)
+    OPTForCausalLM(config).save_pretrained(tmp_path)
+    for path in tiny_model_dir.iterdir():
+        if path.name.startswith(("tokenizer", "special_tokens")):
+            shutil.copy(path, tmp_path)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    _, report = run(model, cfg(name="awq", w_bits=4, group_size=32, symmetric=False, n_grid=3), ids(2, 16))
+    assert report["summary"]["layers_changed"] == 12 and report["summary"]["max_distinct_per_group"] <= 16

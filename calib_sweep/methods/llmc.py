@@ -31,7 +31,7 @@ IGNORE = ["re:.*lm_head"]
 OPT_AWQ_MAPPINGS = [
     ("re:.*self_attn_layer_norm$", ["re:.*q_proj$", "re:.*k_proj$", "re:.*v_proj$"]),
     ("re:.*v_proj$", ["re:.*out_proj$"]),
-    ("re:.*final_layer_norm$", ["re:.*fc1$"]),
+    (r"re:.*layers\.\d+\.final_layer_norm$", ["re:.*fc1$"]),  # not the decoder-level one
     ("re:.*fc1$", ["re:.*fc2$"]),
 ]
 

@@ -63,4 +63,10 @@ def dequantize_in_place(model):
             replaced += 1
     if replaced == 0:
         raise CompressionError("optimum GPTQ produced no quantized layer to dequantize")
+    # The model now holds plain dequantized weights: drop optimum's GPTQ tags so that save_pretrained
+    # writes a dense checkpoint (optimum 2.3.0 would tag v1-packed weights "gptq_v2": wrong on reload).
+    for attr in ("is_quantized", "quantization_method"):
+        vars(model).pop(attr, None)
+    if hasattr(model.config, "quantization_config"):
+        delattr(model.config, "quantization_config")
     return model
