@@ -87,3 +87,9 @@ def isolated_cache(tmp_path, monkeypatch) -> Path:
     cache = tmp_path / "cache"
     monkeypatch.setenv("CALIB_SWEEP_CACHE", str(cache))
     return cache
+
+
+@pytest.fixture(autouse=True)
+def _run_in_tmp(tmp_path, monkeypatch):
+    """Every test runs in its own folder, so relative outputs (outputs/, multirun/.index) stay there."""
+    monkeypatch.chdir(tmp_path)
