@@ -223,6 +223,9 @@ def run_job(cfg: DictConfig, output_dir: str | Path, resume: bool = False, group
 
         with stages("evaluate"):
             metrics, evaluation = evaluate_model(model, tokenizer, cfg.eval, eval_tokens)
+        if cfg.method.get("save", False):
+            with stages("save"):  # last use of the compressed model: saving may pack it in memory
+                record["saved_model"] = str(methods.save(model, cfg.method, output_dir / "model", tokenizer))
         summary = record["compression"]["summary"]
         for name in ("mean_sparsity", "kl_from_dense", "avg_bits"):
             if isinstance(summary.get(name), (int, float)):
