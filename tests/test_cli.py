@@ -15,7 +15,7 @@ def test_help_lists_every_group(tmp_path):
     assert proc.returncode == 0
     for group in ("dataset:", "eval:", "experiment:", "logger:", "method:", "model:", "samples:"):
         assert group in proc.stdout
-    assert "dense, gptq, wanda" in proc.stdout
+    assert "method: awq, dense, gptq, magnitude, rtn, sparsegpt, spqr, wanda" in proc.stdout
 
 
 def test_cfg_job_and_job_name(tmp_path):
