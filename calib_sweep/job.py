@@ -14,10 +14,8 @@ figures), ``calibration`` (the manifest), ``timings`` (seconds per stage), ``mem
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import json
 import logging
-import platform
 import resource
 import sys
 import time
@@ -28,7 +26,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from calib_sweep import __version__, methods, models
+from calib_sweep import methods, models
 from calib_sweep.data import (
     build_calibration_set,
     dataset_config,
@@ -40,26 +38,9 @@ from calib_sweep.data import (
 from calib_sweep.errors import ConfigError
 from calib_sweep.evaluation import evaluate_model, validate_eval
 from calib_sweep.evaluation.baseline import deltas, dense_baseline
-from calib_sweep.tracking import WandbRun, config_key, find_finished, register_finished, write_results
+from calib_sweep.tracking import WandbRun, config_key, find_finished, register_finished, versions, write_results
 
 log = logging.getLogger(__name__)
-
-_LIBRARIES = [
-    "torch", "transformers", "llmcompressor", "compressed-tensors", "datasets", "hydra-core",
-    "omegaconf", "wandb", "lm-eval", "accelerate", "numpy",
-]
-
-
-def versions() -> dict[str, str | None]:
-    """Versions of Python, calib_sweep and the libraries that shape the numbers."""
-    found: dict[str, str | None] = {"python": platform.python_version(), "calib_sweep": __version__}
-    for name in _LIBRARIES:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = None
-    return found
-
 
 def peak_memory(device: torch.device | None = None) -> dict[str, int]:
     """Peak resident memory of this process and, on CUDA, peak allocated GPU memory, in bytes."""

@@ -27,6 +27,28 @@ log = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.json"
 
+#: Libraries whose versions shape the numbers (recorded in results.json and in baseline keys).
+LIBRARIES = (
+    "torch", "transformers", "tokenizers", "llmcompressor", "compressed-tensors", "datasets", "hydra-core",
+    "omegaconf", "wandb", "lm-eval", "accelerate", "numpy",
+)
+
+
+def versions() -> dict[str, str | None]:
+    """Versions of Python, calib_sweep and :data:`LIBRARIES` (None when not installed)."""
+    import importlib.metadata
+    import platform
+
+    from calib_sweep import __version__
+
+    found: dict[str, str | None] = {"python": platform.python_version(), "calib_sweep": __version__}
+    for name in LIBRARIES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
 
 def _json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):

@@ -14,22 +14,11 @@ import torch
 
 from calib_sweep.errors import ConfigError
 from calib_sweep.evaluation.perplexity import HUB_TEXTS, hub_text_tokens, perplexity
-from calib_sweep.evaluation.zero_shot import validate_zero_shot, zero_shot
+from calib_sweep.evaluation.zero_shot import _get, _is_int, validate_zero_shot, zero_shot
 
 log = logging.getLogger(__name__)
 
 __all__ = ["evaluate_model", "perplexity", "validate_eval", "zero_shot", "hub_text_tokens"]
-
-
-def _get(cfg: Any, key: str, default: Any = None) -> Any:
-    if cfg is None:
-        return default
-    getter = getattr(cfg, "get", None)
-    return getter(key, default) if getter is not None else getattr(cfg, key, default)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def validate_eval(eval_cfg: Any) -> None:

@@ -16,12 +16,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import importlib.metadata
 import json
 import logging
 import math
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -29,13 +27,14 @@ from typing import Any, Callable, Mapping
 
 from calib_sweep import assets
 
+from calib_sweep.tracking import versions
+
 log = logging.getLogger(__name__)
 
 #: Bump when the baseline record's layout or meaning changes: part of every key.
 BASELINE_VERSION = "1"
 
 #: Libraries whose versions are part of the key (they shape the numbers).
-_LIBRARIES = ("torch", "transformers", "lm-eval", "datasets", "tokenizers", "numpy")
 
 
 def _plain(value: Any) -> Any:
@@ -48,18 +47,6 @@ def _plain(value: Any) -> Any:
     except ImportError:  # pragma: no cover
         pass
     return value
-
-
-def _versions() -> dict[str, str | None]:
-    from calib_sweep import __version__
-
-    found: dict[str, str | None] = {"python": platform.python_version(), "calib_sweep": __version__}
-    for name in _LIBRARIES:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = None
-    return found
 
 
 def _token_sha256(tokens: Any) -> str:
@@ -127,7 +114,7 @@ def baseline_key(cfg: Any, texts: Mapping[str, Any] | None = None) -> str:
         "runtime": _runtime(cfg),
         "texts": _text_identity(cfg, texts),
         "zeroshot_data": _zero_shot_identity(cfg.eval),
-        "libraries": _versions(),
+        "libraries": versions(),
     }
     blob = json.dumps(ident, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:24]
@@ -230,7 +217,7 @@ def dense_baseline(
         return {
             "key": key, "metrics": metrics, "details": details, "source": source,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "model": _plain(cfg.model), "eval": _plain(cfg.eval),
-            "runtime": _runtime(cfg), "versions": _versions(),
+            "runtime": _runtime(cfg), "versions": versions(),
         }
 
     cached = _read(path)
