@@ -56,11 +56,12 @@ def cmd_sources(overrides: list[str], out=sys.stdout) -> list[dict[str, Any]]:
     for path in sorted(build.CONF_DATASET_DIR.glob("*.yaml")):
         source = OmegaConf.load(path)
         row: dict[str, Any] = {"name": path.stem, "loader": source.get("loader")}
-        if source.get("loader") in ("hub", "self_generated", "mixture", "jsonl"):
+        if source.get("loader") in ("hub", "self_generated", "mixture", "jsonl", "hf_disk"):
             row["note"] = {
                 "hub": "Hugging Face Hub (not counted offline)", "self_generated": "written by the model",
                 "mixture": "weighted mix of: " + ", ".join(str(c.dataset) for c in source.get("components") or []),
                 "jsonl": "your own file (dataset.path)",
+                "hf_disk": "your own saved dataset (dataset.path)",
             }[source.loader]
         else:
             try:
