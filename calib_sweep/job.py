@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from calib_sweep import methods, models
 from calib_sweep.data import (
     build_calibration_set,
+    load_documents,
     dataset_config,
     heldout_token_ids,
     needs_model,
@@ -152,10 +153,13 @@ def run_job(cfg: DictConfig, output_dir: str | Path, resume: bool = False, group
             )
             tokenizer = models.load_tokenizer(cfg.model)
 
+        # A document source is read once: for the calibration set and, if listed, its held-out text.
+        own_docs = None
+
         def calibrate(model=None):
             calib = build_calibration_set(
                 cfg.dataset, tokenizer, int(cfg.samples.n_samples), int(cfg.samples.seq_len), int(cfg.seed),
-                allow_fewer=bool(cfg.samples.get("allow_fewer", False)), model=model,
+                allow_fewer=bool(cfg.samples.get("allow_fewer", False)), model=model, docs=own_docs,
             )
             record["calibration"] = calib.manifest()
             log.info(
@@ -166,8 +170,13 @@ def run_job(cfg: DictConfig, output_dir: str | Path, resume: bool = False, group
 
         with stages("calibrate"):
             # Self-generated sets need the model: they are drawn right after it loads.
+            if cfg.dataset.loader not in ("mixture", "self_generated"):
+                own_docs = load_documents(cfg.dataset)
             calib = None if needs_model(cfg.dataset) else calibrate()
-            eval_tokens = {name: heldout_token_ids(source_cfg, tokenizer) for name, source_cfg in eval_sources.items()}
+            eval_tokens = {
+                name: heldout_token_ids(source_cfg, tokenizer, docs=own_docs if name == cfg.dataset.name else None)
+                for name, source_cfg in eval_sources.items()
+            }
 
         tags = [f"method:{cfg.method.name}", f"model:{cfg.model.name}", f"source:{cfg.dataset.name}", f"seed:{cfg.seed}"]
         run = WandbRun(cfg.get("logger"), resolved, output_dir, name=output_dir.name, group=group, tags=tags,

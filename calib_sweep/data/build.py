@@ -184,6 +184,7 @@ def build_calibration_set(
     seed: int,
     allow_fewer: bool = False,
     model=None,
+    docs: list[Document] | None = None,
 ) -> CalibrationSet:
     """Draw the calibration set a dataset config describes (see the module docstring).
 
@@ -195,6 +196,7 @@ def build_calibration_set(
         seed: which disjoint set (document sources, mixtures) or generation seed offset.
         allow_fewer: see :func:`calib_sweep.data.sampling.draw_calibration_set`.
         model: the loaded model; required for self-generated sets only.
+        docs: the source's documents when the caller already loaded them (document sources only).
 
     Returns:
         A :class:`CalibrationSet` with ``input_ids`` of shape ``[n, seq_len]`` (int64).
@@ -236,20 +238,22 @@ def build_calibration_set(
             ]
         }
         return combined
-    calib_docs, _ = split_documents(load_documents(dataset_cfg), float(dataset_cfg.heldout_fraction))
+    calib_docs, _ = split_documents(docs or load_documents(dataset_cfg), float(dataset_cfg.heldout_fraction))
     return draw_calibration_set(
         calib_docs, tokenizer, n_samples, seq_len, seed, source=str(dataset_cfg.name),
         permutation_seed=int(dataset_cfg.get("permutation_seed", 0)), allow_fewer=allow_fewer,
     )
 
 
-def heldout_token_ids(dataset_cfg: Any, tokenizer) -> torch.Tensor:
+def heldout_token_ids(dataset_cfg: Any, tokenizer, docs: list[Document] | None = None) -> torch.Tensor:
     """The held-out part of a source as one token stream (documents joined by EOS); ``[n_tokens]`` int64.
+
+    ``docs``: the source's documents when the caller already loaded them.
 
     Raises:
         ConfigError: the source has no held-out document.
     """
-    docs = load_documents(dataset_cfg)
+    docs = docs or load_documents(dataset_cfg)
     _, held = split_documents(docs, float(dataset_cfg.get("heldout_fraction", 0.0)))
     if not held:
         raise ConfigError(
