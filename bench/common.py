@@ -28,7 +28,8 @@ def setup(overrides: list[str]):
 def calibration(cfg, tokenizer, n_samples=None, seq_len=None):
     """The job's calibration set (optionally resized): ``int64`` ``[n_samples, seq_len]``."""
     return build_calibration_set(
-        cfg.dataset, tokenizer, int(n_samples or cfg.samples.n_samples), int(seq_len or cfg.samples.seq_len), int(cfg.seed)
+        cfg.dataset, tokenizer, int(n_samples or cfg.samples.n_samples), int(seq_len or cfg.samples.seq_len), int(cfg.seed),
+        bos_token_id=models.bos_token_id(cfg.model, tokenizer),
     )
 
 

@@ -52,6 +52,15 @@ def main() -> None:
             rows.append({"method": args.method, "n_samples": n, "seq_len": L, "tokens": n * L, **result})
             print(f"n_samples={n:4d} seq_len={L:5d} tokens={n * L:7d}  {result['seconds']:8.2f} s  "
                   f"peak RSS {result['peak_rss_bytes'] / 2**30:6.2f} GiB", flush=True)
+    if len(rows) >= 3:  # least-squares fit: seconds = fixed + per_token * tokens (and the same for memory)
+        import numpy as np
+
+        tokens = np.array([r["tokens"] for r in rows], dtype=float)
+        for key, unit, scale in (("seconds", "s", 1.0), ("peak_rss_bytes", "GiB", 2**30)):
+            y = np.array([r[key] for r in rows], dtype=float) / scale
+            slope, fixed = np.polyfit(tokens, y, 1)
+            r2 = 1 - ((y - (fixed + slope * tokens)) ** 2).sum() / ((y - y.mean()) ** 2).sum()
+            print(f"linear fit {key}: {fixed:.2f} {unit} + {slope * 1000:.4f} {unit} per 1k calibration tokens, R^2 {r2:.3f}")
     with open(out / f"scaling_{args.method}.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()

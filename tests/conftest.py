@@ -42,15 +42,18 @@ def word_tokenizer():
     return WordTokenizer()
 
 
-def build_tiny_model_dir(folder: Path, hidden: int = 64, seed: int = 0) -> Path:
-    """Save a randomly initialised 2-layer Llama and a matching fast word-level tokenizer."""
+def build_tiny_model_dir(folder: Path, hidden: int = 64, seed: int = 0, bos: bool = False) -> Path:
+    """Save a randomly initialised 2-layer Llama and a matching fast word-level tokenizer
+    (``bos``: the tokenizer's BOS token is ``[EOS]``, id 1; otherwise it has none)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     vocab = {"[UNK]": 0, "[EOS]": 1, **{w: i + 2 for i, w in enumerate(WORDS)}}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", eos_token="[EOS]")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="[UNK]", eos_token="[EOS]", **({"bos_token": "[EOS]"} if bos else {})
+    )
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(vocab), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,

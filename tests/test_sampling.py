@@ -54,6 +54,23 @@ def test_draw_is_deterministic_and_manifest_rebuilds_tokens(word_tokenizer):
         assert rebuilt == row
 
 
+def test_bos_rows_start_with_bos_and_rebuild_from_the_manifest(word_tokenizer):
+    docs = docs_of([500] * 10)
+    sets = [draw_calibration_set(docs, word_tokenizer, 4, 64, seed, "src", bos_token_id=99) for seed in range(3)]
+    a = sets[0]
+    assert a.input_ids.shape == (4, 64) and (a.input_ids[:, 0] == 99).all()
+    assert a.slots_available == 5010 // 63  # slots of seq_len - 1 stream tokens
+    assert a.manifest()["bos_token_id"] == 99 and "BOS" in a.manifest()["policy"]
+    by_id = {d.doc_id: word_tokenizer([d.text])["input_ids"][0] + [word_tokenizer.eos_token_id] for d in docs}
+    for row, seq in zip(a.input_ids.tolist(), a.sequences):
+        assert row == [99] + [t for p in seq["pieces"] for t in by_id[p["doc_id"]][p["start"] : p["end"]]]
+    spans = [token_spans(s) for s in sets]
+    assert all(len(sp) == 4 * 63 for sp in spans) and not (spans[0] & spans[1] or spans[1] & spans[2])
+    assert draw_calibration_set(docs, word_tokenizer, 4, 64, 0, "src").manifest()["bos_token_id"] is None
+    with pytest.raises(ConfigError, match="leaves no text after the BOS token"):
+        draw_calibration_set(docs, word_tokenizer, 4, 1, 0, "src", bos_token_id=99)
+
+
 def test_long_documents_give_windows_c02(word_tokenizer):
     # 20 documents of ~3,000 tokens: each gives several 512-token windows, nothing is dropped.
     docs = docs_of([3000] * 20)

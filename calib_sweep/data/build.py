@@ -185,6 +185,7 @@ def build_calibration_set(
     allow_fewer: bool = False,
     model=None,
     docs: list[Document] | None = None,
+    bos_token_id: int | None = None,
 ) -> CalibrationSet:
     """Draw the calibration set a dataset config describes (see the module docstring).
 
@@ -197,6 +198,9 @@ def build_calibration_set(
         allow_fewer: see :func:`calib_sweep.data.sampling.draw_calibration_set`.
         model: the loaded model; required for self-generated sets only.
         docs: the source's documents when the caller already loaded them (document sources only).
+        bos_token_id: put this token in front of every row of a document source or mixture (see
+            :func:`calib_sweep.data.sampling.draw_calibration_set`; self-generated rows start with
+            BOS anyway).
 
     Returns:
         A :class:`CalibrationSet` with ``input_ids`` of shape ``[n, seq_len]`` (int64).
@@ -220,6 +224,7 @@ def build_calibration_set(
             drawn.append((component, weight, draw_calibration_set(
                 calib_docs, tokenizer, count, seq_len, seed, source=str(component.name),
                 permutation_seed=int(component.get("permutation_seed", 0)), allow_fewer=allow_fewer,
+                bos_token_id=bos_token_id,
             )))
         sequences = [
             {**seq, "source": str(component.name)} for component, _, calib in drawn for seq in calib.sequences
@@ -229,6 +234,7 @@ def build_calibration_set(
             sequences=sequences, source=str(dataset_cfg.name), seed=int(seed),
             slots_available=min(c.slots_available * n_samples // max(c.n_samples, 1) for _, _, c in drawn),
             documents_used=sum(c.documents_used for _, _, c in drawn), n_samples_requested=n_samples,
+            bos_token_id=bos_token_id,
         )
         combined.extra = {
             "components": [
@@ -242,6 +248,7 @@ def build_calibration_set(
     return draw_calibration_set(
         calib_docs, tokenizer, n_samples, seq_len, seed, source=str(dataset_cfg.name),
         permutation_seed=int(dataset_cfg.get("permutation_seed", 0)), allow_fewer=allow_fewer,
+        bos_token_id=bos_token_id,
     )
 
 

@@ -101,6 +101,7 @@ def _load_model_if_needed(cfg):
 
 def cmd_inspect(results: str | None, overrides: list[str], show: int, out=sys.stdout) -> list[dict[str, Any]]:
     """Print statistics and flags of each sample; return the rows (with text)."""
+    from calib_sweep import models
     from calib_sweep.data import build_calibration_set
     from calib_sweep.data.inspect import THRESHOLDS, inspect_set
 
@@ -109,6 +110,7 @@ def cmd_inspect(results: str | None, overrides: list[str], show: int, out=sys.st
     calib = build_calibration_set(
         cfg.dataset, tokenizer, int(cfg.samples.n_samples), int(cfg.samples.seq_len), int(cfg.seed),
         allow_fewer=bool(cfg.samples.get("allow_fewer", False)), model=_load_model_if_needed(cfg),
+        bos_token_id=models.bos_token_id(cfg.model, tokenizer),
     )
     expect = "code" if "code" in str(cfg.dataset.name) else "en"
     rows = inspect_set(calib, tokenizer, expect_language=expect)
@@ -175,7 +177,8 @@ def rebuild_input_ids(record: dict[str, Any], tokenizer=None) -> torch.Tensor:
             if missing:
                 raise ConfigError(f"documents {sorted(missing)[:3]} of source {source!r} no longer exist; cannot rebuild.")
             tokens[source] = {d.doc_id: ids for d, ids in zip(chosen, tokenize_documents(chosen, tokenizer))}
-        rows.append([t for p in seq["pieces"] for t in tokens[source][p["doc_id"]][p["start"] : p["end"]]])
+        bos = [] if manifest.get("bos_token_id") is None else [int(manifest["bos_token_id"])]
+        rows.append(bos + [t for p in seq["pieces"] for t in tokens[source][p["doc_id"]][p["start"] : p["end"]]])
     return torch.tensor(rows, dtype=torch.long)
 
 

@@ -12,7 +12,10 @@ Policy (the same for every source):
    seed), and seed ``k`` takes slots ``[k * n_samples, (k + 1) * n_samples)`` of that order.  Sets of
    the same size from different seeds are therefore pairwise disjoint by construction, as the study
    requires (Williams & Aletras 2024, Section 3: ten non-overlapping calibration sets per source).
-4. Too little data is an error, never a silent shrink: the message says how many disjoint sets of
+4. Models that need a BOS token at the start of every sequence (``model.prepend_bos=true``, e.g.
+   Gemma, whose perplexity without it is ~30x higher) get slots of ``seq_len - 1`` tokens with the
+   BOS token put in front, so rows still hold ``seq_len`` tokens.
+5. Too little data is an error, never a silent shrink: the message says how many disjoint sets of
    this size the source can give.  With ``samples.allow_fewer=true`` the draw instead takes the
    slots that remain for this seed (at least one), logs a warning, and the manifest records the
    ``n_samples`` actually used next to the ``n_samples_requested``.
@@ -55,6 +58,7 @@ class CalibrationSet:
             ``allow_fewer``).
         token_sha256: SHA-256 of ``input_ids`` as little-endian int64 bytes.
         extra: kind-specific manifest fields (mixture components, generation settings).
+        bos_token_id: the BOS token put in front of every row (``None``: rows are plain slots).
     """
 
     input_ids: torch.Tensor
@@ -66,6 +70,7 @@ class CalibrationSet:
     n_samples_requested: int = 0
     token_sha256: str = field(default="")
     extra: dict[str, Any] = field(default_factory=dict)
+    bos_token_id: int | None = None
 
     def __post_init__(self):
         if not self.token_sha256:
@@ -94,8 +99,10 @@ class CalibrationSet:
             "max_disjoint_sets": self.slots_available // max(self.n_samples, 1),
             "documents_used": self.documents_used,
             "token_sha256": self.token_sha256,
+            "bos_token_id": self.bos_token_id,
             "policy": "documents joined with EOS into one stream; non-overlapping seq_len slots; "
-            "fixed slot permutation; seed k takes slots [k*n, (k+1)*n)",
+            "fixed slot permutation; seed k takes slots [k*n, (k+1)*n)"
+            + ("; slots of seq_len - 1 tokens after a BOS token" if self.bos_token_id is not None else ""),
             **self.extra,
             "sequences": self.sequences,
         }
@@ -142,6 +149,7 @@ def draw_calibration_set(
     source: str,
     permutation_seed: int = 0,
     allow_fewer: bool = False,
+    bos_token_id: int | None = None,
 ) -> CalibrationSet:
     """Draw the ``seed``-th disjoint calibration set of ``n_samples`` x ``seq_len`` tokens.
 
@@ -155,6 +163,8 @@ def draw_calibration_set(
         permutation_seed: seed of the fixed slot order shared by all draws of this source.
         allow_fewer: when the source is too small, use the slots left for this seed (warning)
             instead of raising.
+        bos_token_id: put this token in front of every row; slots then hold ``seq_len - 1``
+            stream tokens (``None``: slots of ``seq_len``).
 
     Returns:
         A :class:`CalibrationSet` whose ``input_ids`` has shape ``[n_samples, seq_len]``, dtype int64.
@@ -164,10 +174,13 @@ def draw_calibration_set(
             says how many it can give and how to fix it).
     """
     validate_samples(n_samples, seq_len, seed)
+    slot_len = seq_len - (bos_token_id is not None)  # stream tokens per row
+    if slot_len < 1:
+        raise ConfigError(f"samples.seq_len={seq_len} leaves no text after the BOS token. Fix: samples.seq_len>=2.")
     token_lists = tokenize_documents(docs, tokenizer)
     starts = np.cumsum([0] + [len(t) for t in token_lists])  # stream offset of each document
     total = int(starts[-1])
-    slots = total // seq_len
+    slots = total // slot_len
     needed = (seed + 1) * n_samples
     requested = n_samples
     if slots < needed and allow_fewer and slots > seed * n_samples:
@@ -178,21 +191,24 @@ def draw_calibration_set(
         )
     elif slots < needed:
         can_give = slots // n_samples
+        window = f"seq_len={seq_len}" + (f" (BOS + {slot_len} text tokens)" if bos_token_id is not None else "")
         raise ConfigError(
             f"dataset {source!r} has {total} calibration tokens = {slots} non-overlapping windows of "
-            f"seq_len={seq_len}, enough for {can_give} disjoint set(s) of n_samples={n_samples}; "
+            f"{window}, enough for {can_give} disjoint set(s) of n_samples={n_samples}; "
             f"seed={seed} needs {needed} windows. Fix: lower samples.n_samples or samples.seq_len, "
             f"use seed<{max(can_give, 1)}, or choose a larger source."
         )
     order = np.random.default_rng(permutation_seed).permutation(slots)
     chosen = order[seed * n_samples : (seed + 1) * n_samples]
     stream = np.fromiter((tok for toks in token_lists for tok in toks), dtype=np.int64, count=total)
-    rows = np.stack([stream[s * seq_len : (s + 1) * seq_len] for s in chosen])
+    rows = np.stack([stream[s * slot_len : (s + 1) * slot_len] for s in chosen])
+    if bos_token_id is not None:
+        rows = np.concatenate([np.full((len(rows), 1), int(bos_token_id), dtype=np.int64), rows], axis=1)
 
     sequences = []
     used = set()
     for slot in chosen.tolist():
-        lo, hi = slot * seq_len, (slot + 1) * seq_len
+        lo, hi = slot * slot_len, (slot + 1) * slot_len
         pieces = []
         index = bisect.bisect_right(starts, lo) - 1
         while index < len(docs) and starts[index] < hi:
@@ -212,4 +228,5 @@ def draw_calibration_set(
         seed=seed,
         slots_available=slots,
         documents_used=len(used),
+        bos_token_id=None if bos_token_id is None else int(bos_token_id),
     )

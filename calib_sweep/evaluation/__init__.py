@@ -59,7 +59,9 @@ def validate_eval(eval_cfg: Any) -> None:
     validate_zero_shot(_get(eval_cfg, "zeroshot"))
 
 
-def evaluate_model(model, tokenizer, eval_cfg: Any, texts: dict[str, torch.Tensor]) -> tuple[dict[str, float], dict[str, Any]]:
+def evaluate_model(
+    model, tokenizer, eval_cfg: Any, texts: dict[str, torch.Tensor], bos_token_id: int | None = None
+) -> tuple[dict[str, float], dict[str, Any]]:
     """Evaluate a (compressed) model in memory as the ``eval`` config group says.
 
     Args:
@@ -69,6 +71,9 @@ def evaluate_model(model, tokenizer, eval_cfg: Any, texts: dict[str, torch.Tenso
             ``batch_size``, opt-in ``hub_texts`` / ``hub_sources``) and ``zeroshot`` (``tasks``,
             ``limit``, ``batch_size``, ...; absent or empty ``tasks`` = none).
         texts: held-out token streams by source name, each ``int64`` ``[n_tokens]``.
+        bos_token_id: put in front of every perplexity window of the held-out texts
+            (``model.prepend_bos``; see :func:`calib_sweep.evaluation.perplexity.perplexity`).  Hub
+            texts keep the reference protocol (one BOS where the tokenizer adds it).
 
     Returns:
         ``(metrics, details)``: ``metrics`` maps ``perplexity/<text>`` (held-out sources and Hub
@@ -86,7 +91,7 @@ def evaluate_model(model, tokenizer, eval_cfg: Any, texts: dict[str, torch.Tenso
     ppl_cfg = eval_cfg.perplexity
     seq_len, max_windows, batch = int(ppl_cfg.seq_len), _get(ppl_cfg, "max_windows"), int(ppl_cfg.batch_size)
     for name, tokens in texts.items():
-        result = perplexity(model, tokens, seq_len, max_windows, batch, text=f"{name}/heldout")
+        result = perplexity(model, tokens, seq_len, max_windows, batch, text=f"{name}/heldout", bos_token_id=bos_token_id)
         metrics[f"perplexity/{name}"] = result["perplexity"]
         details[f"perplexity/{name}"] = result["protocol"]
         log.info("perplexity/%s = %.3f", name, result["perplexity"])

@@ -15,6 +15,30 @@ from typing import Any
 import torch
 
 
+def stream_windows(
+    token_ids: torch.Tensor, seq_len: int, max_windows: int | None = None, bos_token_id: int | None = None
+) -> tuple[torch.Tensor, int]:
+    """Cut a token stream into non-overlapping windows of ``seq_len`` tokens.
+
+    Args:
+        token_ids: ``int64 [n_tokens]``.
+        seq_len: tokens per window (including the BOS token when one is put in front).
+        max_windows: keep only the first this-many windows (``None`` = all).
+        bos_token_id: put this token in front of every window, which then holds ``seq_len - 1``
+            stream tokens.
+
+    Returns:
+        ``(windows int64 [w, seq_len], windows available in the stream)``; ``w`` may be 0.
+    """
+    width = seq_len - (bos_token_id is not None)  # stream tokens per window
+    available = int(token_ids.numel()) // width if width > 0 else 0
+    count = available if max_windows is None else min(available, int(max_windows))
+    data = token_ids[: count * width].reshape(count, width)
+    if bos_token_id is not None:
+        data = torch.cat([torch.full((count, 1), int(bos_token_id), dtype=data.dtype), data], dim=1)
+    return data, available
+
+
 @torch.no_grad()
 def perplexity(
     model,
@@ -23,6 +47,7 @@ def perplexity(
     max_windows: int | None = None,
     batch_size: int = 1,
     text: str = "text",
+    bos_token_id: int | None = None,
 ) -> dict[str, Any]:
     """Perplexity of ``model`` on a token stream.
 
@@ -33,6 +58,9 @@ def perplexity(
         max_windows: use only the first this-many windows (``None`` = all).
         batch_size: windows per forward pass (does not change the result beyond float rounding).
         text: name of the text, recorded in the protocol.
+        bos_token_id: put this token in front of every window (``model.prepend_bos``, e.g. Gemma);
+            a window then holds ``seq_len - 1`` text tokens, all of which are scored (the first one
+            given only the BOS token).  ``None``: windows of ``seq_len`` text tokens, the first unscored.
 
     Returns:
         ``{"perplexity": float, "protocol": {...}}`` with the text name, seq_len, stride, windows
@@ -41,15 +69,14 @@ def perplexity(
     Raises:
         ValueError: the stream is shorter than one window, or the loss is not finite.
     """
-    available = int(token_ids.numel()) // seq_len
+    data, available = stream_windows(token_ids, seq_len, max_windows, bos_token_id)
     if available < 1:
         raise ValueError(
             f"evaluation text {text!r} has {token_ids.numel()} tokens, fewer than one window of seq_len={seq_len}. "
             f"Fix: lower eval.perplexity.seq_len."
         )
-    windows = available if max_windows is None else min(available, int(max_windows))
+    windows = int(data.shape[0])
     device = next(model.parameters()).device
-    data = token_ids[: windows * seq_len].reshape(windows, seq_len)
     total_nll, scored = 0.0, 0
     for start in range(0, windows, batch_size):
         batch = data[start : start + batch_size].to(device)
@@ -67,7 +94,8 @@ def perplexity(
         "protocol": {
             "text": text,
             "seq_len": seq_len,
-            "stride": seq_len,
+            "stride": seq_len - (bos_token_id is not None),
+            "bos_token_id": bos_token_id,
             "windows": windows,
             "windows_available": available,
             "tokens_scored": scored,
