@@ -33,8 +33,15 @@ def main() -> None:
     records = [json.loads(p.read_text()) for p in Path(args.out).rglob("results.json")]
     stages = sum(r["timings"].get("compress", 0) + r["timings"].get("evaluate", 0) for r in records)
     computed = sum(1 for r in records if r.get("dense") and not r["dense"]["reused"])
+    totals: dict[str, float] = {}
+    for r in records:
+        for stage, seconds in r["timings"].items():
+            totals[stage] = totals.get(stage, 0.0) + seconds
+    outside = wall - sum(totals.values())
     print(f"sweep of {len(records)} jobs: wall {wall:.1f} s, sum of compress + evaluate {stages:.1f} s, "
           f"overhead {wall - stages:.1f} s ({(wall - stages) / len(records):.1f} s per job), ratio {wall / stages:.2f}")
+    others = ", ".join(f"{k} {v:.1f} s" for k, v in sorted(totals.items(), key=lambda kv: -kv[1]) if k not in ("compress", "evaluate"))
+    print(f"the rest, summed over jobs: {others}; outside any stage (Hydra, imports, W&B, writing) {outside:.1f} s")
     print(f"dense baseline computed {computed} time(s), reused {len(records) - computed} time(s) "
           "(one per eval text set and model; reused from the cache when already there)")
 
