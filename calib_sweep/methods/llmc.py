@@ -5,9 +5,10 @@ Three behaviours of llmcompressor 0.14 are changed, only for the duration of one
 
 * GPTQ (``modifiers/gptq/helpers.py: factorize_hessian``) replaces a Hessian whose Cholesky
   factorization fails by the identity, i.e. silently falls back to round-to-nearest, and SparseGPT
-  (``sgpt_sparsify.sparsify_weight``) does the same.  Here the damping is instead raised tenfold
-  at a time (:func:`calib_sweep.methods.hessian.damped_inverse_cholesky`) and the damping used is
-  recorded per layer.
+  (``sgpt_sparsify.sparsify_weight``) does the same.  Here llmcompressor's own factorization runs
+  first (so results are bit-identical to plain llmcompressor when it succeeds); only where it fails
+  is the damping raised tenfold at a time (:func:`calib_sweep.methods.hessian.damped_inverse_cholesky`).
+  The damping used is recorded per layer.
 * AWQ pins its cached intermediates (``IntermediatesCache.pin_memory``), which raises "Cannot access
   accelerator device" on a machine without one; pinning is skipped when CUDA is unavailable.
 * AWQ infers layer mappings only for registered architectures (OPT is not); OPT gets explicit ones.
@@ -151,15 +152,22 @@ def patched(model: torch.nn.Module, damping: dict[str, float]):
         return orig_prepare(batch, *args, **kwargs)
 
     def factorize_hessian(weights, hessians, percdamp, used_rtn_fallback):
-        # Same contract as llmcompressor's: dead columns zeroed in weights, hessians overwritten by
-        # the upper Cholesky factor of their damped inverse; never the identity (RTN) fallback.
+        # llmcompressor's own factorization, one item at a time (its path for batches < 16), so the
+        # result is bit-identical to plain llmcompressor whenever it succeeds: GPTQ on a model with
+        # activation outliers is so sensitive that a differently rounded damping term alone moved
+        # SmolLM2's perplexity by 3%.  An item it would replace by the identity (silent RTN) is
+        # redone from a copy of its Hessian with escalating damping instead.
         for index in range(hessians.shape[0]):
             name = names.get(current[index]) if index < len(current) else f"batch item {index}"
-            dead = torch.diagonal(hessians[index]) == 0
-            weights[index][:, dead] = 0
-            U, frac, _ = damped_inverse_cholesky(hessians[index], percdamp, name)
-            hessians[index].copy_(U)
+            kept = hessians[index].clone()
+            failed = torch.zeros(1, dtype=torch.bool, device=used_rtn_fallback.device)
+            orig_factorize(weights[index : index + 1], hessians[index : index + 1], percdamp, failed)
+            frac = float(percdamp)
+            if bool(failed.item()):
+                U, frac, _ = damped_inverse_cholesky(kept, percdamp, name)
+                hessians[index].copy_(U)
             damping[name] = frac
+            del kept
         return hessians
 
     def sparsify_weight(module, hessians_dict, sparsity, prune_n, prune_m, block_size, dampening_frac, preserve_sparsity_mask):
