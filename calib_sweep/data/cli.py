@@ -49,9 +49,12 @@ def cmd_sources(overrides: list[str], out=sys.stdout) -> list[dict[str, Any]]:
     from calib_sweep.data.sampling import tokenize_documents
     from calib_sweep.data.sources import load_documents, split_documents
 
+    from calib_sweep import models
+
     cfg = compose(overrides)
     tokenizer = _tokenizer(cfg)
     n, seq_len = int(cfg.samples.n_samples), int(cfg.samples.seq_len)
+    slot_len = seq_len - (models.bos_token_id(cfg.model, tokenizer) is not None)  # text tokens per row
     rows = []
     for path in sorted(build.CONF_DATASET_DIR.glob("*.yaml")):
         source = OmegaConf.load(path)
@@ -72,7 +75,7 @@ def cmd_sources(overrides: list[str], out=sys.stdout) -> list[dict[str, Any]]:
                 row.update(
                     documents=len(docs), calibration_documents=len(calib), heldout_documents=len(held),
                     calibration_tokens=calib_tokens, heldout_tokens=held_tokens,
-                    disjoint_sets=(calib_tokens // seq_len) // n,
+                    disjoint_sets=(calib_tokens // max(slot_len, 1)) // n,
                 )
             except Exception as exc:  # one broken source must not hide the others
                 row["note"] = f"unavailable: {exc}"
