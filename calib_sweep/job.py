@@ -75,6 +75,7 @@ def validate(cfg: DictConfig) -> None:
     Raises:
         ConfigError: the first invalid value, named with its fix.
     """
+    models.validate_model(cfg.model)
     methods.validate_method(cfg.method)
     validate_samples(cfg.samples.n_samples, cfg.samples.seq_len, cfg.seed)
     validate_source(cfg.dataset)

@@ -210,6 +210,21 @@ def load_tokenizer(model_cfg: Any):
     return AutoTokenizer.from_pretrained(model_path(model_cfg), **_pretrained_kwargs(model_cfg))
 
 
+def validate_model(model_cfg: Any) -> None:
+    """Checks of the ``model`` config that need no file, network or weights.
+
+    Raises:
+        ConfigError: an unknown ``source``, or a flag (``prepend_bos``, ``trust_remote_code``) that is
+            not a boolean (e.g. ``model.prepend_bos=maybe``).
+    """
+    if model_cfg.get("source") not in ("embedded", "pretrained"):
+        raise ConfigError(f"model.source={model_cfg.get('source')!r} is unknown. Fix: use 'embedded' or 'pretrained'.")
+    for flag in ("prepend_bos", "trust_remote_code"):
+        value = model_cfg.get(flag, False)
+        if not isinstance(value, bool):
+            raise ConfigError(f"model.{flag}={value!r} must be true or false. Fix: model.{flag}=true or model.{flag}=false.")
+
+
 def bos_token_id(model_cfg: Any, tokenizer) -> int | None:
     """The token to put in front of every calibration row and evaluation window, or ``None``.
 

@@ -59,3 +59,18 @@ def test_bos_token_id_follows_prepend_bos(tmp_path):
     tokenizer.bos_token = None
     with pytest.raises(ConfigError, match="model.prepend_bos=true but the tokenizer of 'toy' has no BOS token"):
         models.bos_token_id(OmegaConf.create({"name": "toy", "prepend_bos": True}), tokenizer)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"prepend_bos": "maybe"}, "model.prepend_bos='maybe' must be true or false"),
+        ({"trust_remote_code": 1}, "model.trust_remote_code=1 must be true or false"),
+        ({"source": "hub"}, "model.source='hub' is unknown"),
+    ],
+)
+def test_bad_model_flags_are_refused_without_io(override, message):
+    good = {"name": "toy", "source": "embedded", "prepend_bos": False, "trust_remote_code": False}
+    models.validate_model(OmegaConf.create(good))  # no error
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        models.validate_model(OmegaConf.create({**good, **override}))
