@@ -78,6 +78,11 @@ def validate(cfg: DictConfig) -> None:
     models.validate_model(cfg.model)
     methods.validate_method(cfg.method)
     validate_samples(cfg.samples.n_samples, cfg.samples.seq_len, cfg.seed)
+    if cfg.model.get("prepend_bos", False) and cfg.samples.seq_len < 2:
+        raise ConfigError(
+            f"samples.seq_len={cfg.samples.seq_len} leaves no text after the BOS token (model.prepend_bos=true). "
+            "Fix: samples.seq_len>=2."
+        )
     validate_source(cfg.dataset)
     models.resolve_dtype(cfg.dtype, models.resolve_device(cfg.device))
     validate_eval(cfg.eval)
@@ -234,6 +239,7 @@ def run_job(cfg: DictConfig, output_dir: str | Path, resume: bool = False, group
                         torch.cuda.empty_cache()
 
                 def evaluate_dense():
+                    log.info("dense baseline: evaluating the uncompressed model (cached for later jobs)")
                     dense = models.load_model(cfg.model, device, dtype)
                     return evaluate_model(dense, tokenizer, cfg.eval, eval_tokens, bos)
 

@@ -83,3 +83,10 @@ def test_prepend_bos_reaches_calibration_perplexity_and_kl(tiny_model_dir, tiny_
     with pytest.raises(ConfigError, match="model.prepend_bos=true but the tokenizer of 'tiny-llama' has no BOS token"):
         run_job(cfg, tmp_path / "nobos")
     assert json.loads((tmp_path / "nobos" / "results.json").read_text())["stage"] == "prepare"
+
+
+def test_bos_with_seq_len_1_fails_at_validate(tiny_model_dir, tiny_corpus, tmp_path):
+    cfg = compose_cfg(tiny_overrides(tiny_model_dir, tiny_corpus) + ["model.prepend_bos=true", "samples.seq_len=1"])
+    with pytest.raises(ConfigError, match="samples.seq_len=1 leaves no text after the BOS token"):
+        run_job(cfg, tmp_path / "job")
+    assert json.loads((tmp_path / "job" / "results.json").read_text())["stage"] == "validate"

@@ -214,6 +214,15 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
     assert proc.returncode == 2 and proc.stderr.strip().startswith("calib-sweep-report: error:")
 
 
+def test_a_folder_without_jobs_beside_one_with_jobs_is_skipped(tmp_path, capsys):
+    # `calib-sweep-report multirun outputs` after single runs only: multirun/ holds just its index.
+    sweep = synthetic_sweep(tmp_path / "outputs")
+    (tmp_path / "multirun" / ".index").mkdir(parents=True)
+    jobs = load_jobs([tmp_path / "multirun", sweep])
+    assert len(jobs) == len(load_jobs([sweep])) > 0
+    assert "multirun holds no job folder; skipped" in capsys.readouterr().err
+
+
 def test_console_script_is_installed():
     script = Path(sys.executable).with_name("calib-sweep-report")
     assert script.exists(), "calib-sweep-report missing: pip install -e ."

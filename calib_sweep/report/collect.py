@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -238,12 +239,14 @@ def load_jobs(paths: Iterable[str | os.PathLike]) -> list[Job]:
         The jobs, sorted by group then seed; duplicates of one job are marked ``superseded``.
 
     Raises:
-        ReportError: a path does not exist or is not a folder, or no job folder is found under any of them.
+        ReportError: a path does not exist or is not a folder, or no job folder is found under any of
+            them (folders without jobs beside ones with jobs are skipped with a note on stderr).
     """
     paths = [Path(p) for p in paths]
     if not paths:
         raise ReportError("no sweep folder given. Fix: calib-sweep-report multirun/<date>/<time> [more folders]")
     folders: list[Path] = []
+    empty: list[Path] = []
     for path in paths:
         if not path.exists():
             raise ReportError(f"{path}: no such folder. Fix: pass a sweep folder, e.g. multirun/<date>/<time>")
@@ -251,10 +254,15 @@ def load_jobs(paths: Iterable[str | os.PathLike]) -> list[Job]:
             raise ReportError(f"{path}: not a folder. Fix: pass the sweep folder that holds the job folders")
         found = find_job_folders(path)
         if not found:
-            raise ReportError(
-                f"{path}: no job folders (results.json or .hydra/) under it. Fix: pass a sweep folder, e.g. multirun/<date>/<time>"
-            )
+            empty.append(path)
         folders.extend(f.resolve() for f in found)
+    if not folders:
+        raise ReportError(
+            f"{', '.join(map(str, empty))}: no job folders (results.json or .hydra/) under it. "
+            "Fix: pass a sweep folder, e.g. multirun/<date>/<time> (single runs: outputs/)"
+        )
+    for path in empty:  # e.g. `multirun outputs` after single runs only: report what exists
+        print(f"calib-sweep-report: note: {path} holds no job folder; skipped", file=sys.stderr)
     jobs = [read_job(folder) for folder in dict.fromkeys(folders)]
     _assign_variants(jobs)
     best: dict[tuple, Job] = {}
