@@ -121,9 +121,9 @@ def validate_samples(n_samples: Any, seq_len: Any, seed: Any, max_positions: int
         ConfigError: ``n_samples`` or ``seq_len`` not a positive integer, ``seed`` negative, or
             ``seq_len`` above the model's ``max_position_embeddings``.
     """
-    for name, value in (("samples.n_samples", n_samples), ("samples.seq_len", seq_len)):
+    for name, value, example in (("samples.n_samples", n_samples, 32), ("samples.seq_len", seq_len, 256)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name}={value!r} must be a positive integer. Fix: e.g. {name}=32.")
+            raise ConfigError(f"{name}={value!r} must be a positive integer. Fix: e.g. {name}={example} (samples=cpu).")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed={seed!r} must be an integer >= 0. Fix: e.g. seed=0.")
     if max_positions is not None and seq_len > max_positions:
