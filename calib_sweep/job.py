@@ -77,12 +77,7 @@ def validate(cfg: DictConfig) -> None:
     """
     models.validate_model(cfg.model)
     methods.validate_method(cfg.method)
-    validate_samples(cfg.samples.n_samples, cfg.samples.seq_len, cfg.seed)
-    if cfg.model.get("prepend_bos", False) and cfg.samples.seq_len < 2:
-        raise ConfigError(
-            f"samples.seq_len={cfg.samples.seq_len} leaves no text after the BOS token (model.prepend_bos=true). "
-            "Fix: samples.seq_len>=2."
-        )
+    validate_samples(cfg.samples.n_samples, cfg.samples.seq_len, cfg.seed, prepend_bos=cfg.model.get("prepend_bos", False))
     validate_source(cfg.dataset)
     models.resolve_dtype(cfg.dtype, models.resolve_device(cfg.device))
     validate_eval(cfg.eval)

@@ -175,6 +175,7 @@ def model_path(model_cfg: Any) -> str:
         ConfigError: unknown ``source`` or missing ``path``.
         calib_sweep.assets.AssetError: the embedded model cannot be fetched.
     """
+    validate_model(model_cfg)  # unknown source or non-boolean flags
     if model_cfg.source == "embedded":
         if model_cfg.get("asset") not in assets.ASSETS:
             raise ConfigError(
@@ -182,11 +183,9 @@ def model_path(model_cfg: Any) -> str:
                 f"Fix: use one of {sorted(assets.ASSETS)}."
             )
         return str(_embedded_folder(model_cfg))
-    if model_cfg.source == "pretrained":
-        if not model_cfg.get("path"):
-            raise ConfigError("model.path is empty. Fix: set model.path to a Hub id (org/name) or a local folder.")
-        return str(model_cfg.path)
-    raise ConfigError(f"model.source={model_cfg.source!r} is unknown. Fix: use 'embedded' or 'pretrained'.")
+    if not model_cfg.get("path"):  # pretrained
+        raise ConfigError("model.path is empty. Fix: set model.path to a Hub id (org/name) or a local folder.")
+    return str(model_cfg.path)
 
 
 def _pretrained_kwargs(model_cfg: Any) -> dict[str, Any]:

@@ -114,18 +114,25 @@ def token_hash(input_ids: torch.Tensor) -> str:
     return hashlib.sha256(array.tobytes()).hexdigest()
 
 
-def validate_samples(n_samples: Any, seq_len: Any, seed: Any, max_positions: int | None = None) -> None:
+def validate_samples(
+    n_samples: Any, seq_len: Any, seed: Any, max_positions: int | None = None, prepend_bos: bool = False
+) -> None:
     """Check the calibration-set size before anything is loaded.
 
     Raises:
-        ConfigError: ``n_samples`` or ``seq_len`` not a positive integer, ``seed`` negative, or
-            ``seq_len`` above the model's ``max_position_embeddings``.
+        ConfigError: ``n_samples`` or ``seq_len`` not a positive integer, ``seed`` negative,
+            ``seq_len`` above the model's ``max_position_embeddings``, or (``prepend_bos``) no room
+            for text after the BOS token.
     """
     for name, value, example in (("samples.n_samples", n_samples, 32), ("samples.seq_len", seq_len, 256)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name}={value!r} must be a positive integer. Fix: e.g. {name}={example} (samples=cpu).")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed={seed!r} must be an integer >= 0. Fix: e.g. seed=0.")
+    if prepend_bos and seq_len < 2:
+        raise ConfigError(
+            f"samples.seq_len={seq_len} leaves no text after the BOS token (model.prepend_bos=true). Fix: samples.seq_len>=2."
+        )
     if max_positions is not None and seq_len > max_positions:
         raise ConfigError(
             f"samples.seq_len={seq_len} exceeds the model's max_position_embeddings={max_positions}. "
@@ -173,10 +180,8 @@ def draw_calibration_set(
         ConfigError: the source cannot give ``seed + 1`` disjoint sets of this size (the message
             says how many it can give and how to fix it).
     """
-    validate_samples(n_samples, seq_len, seed)
+    validate_samples(n_samples, seq_len, seed, prepend_bos=bos_token_id is not None)
     slot_len = seq_len - (bos_token_id is not None)  # stream tokens per row
-    if slot_len < 1:
-        raise ConfigError(f"samples.seq_len={seq_len} leaves no text after the BOS token. Fix: samples.seq_len>=2.")
     token_lists = tokenize_documents(docs, tokenizer)
     starts = np.cumsum([0] + [len(t) for t in token_lists])  # stream offset of each document
     total = int(starts[-1])
