@@ -30,12 +30,13 @@ def calibration(cfg, tokenizer, n_samples=None, seq_len=None):
     return build_calibration_set(
         cfg.dataset, tokenizer, int(n_samples or cfg.samples.n_samples), int(seq_len or cfg.samples.seq_len), int(cfg.seed),
         bos_token_id=models.bos_token_id(cfg.model, tokenizer),
+        separator_token_id=models.document_separator(cfg.model, tokenizer),
     )
 
 
 def heldout(cfg, tokenizer, name="offline_wikipedia"):
     """Held-out token stream of a source, ``int64`` ``[n_tokens]``."""
-    return heldout_token_ids(dataset_config(name), tokenizer)
+    return heldout_token_ids(dataset_config(name), tokenizer, separator_token_id=models.document_separator(cfg.model, tokenizer))
 
 
 @contextlib.contextmanager

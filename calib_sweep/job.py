@@ -155,6 +155,7 @@ def run_job(cfg: DictConfig, output_dir: str | Path, resume: bool = False, group
             )
             tokenizer = models.load_tokenizer(cfg.model)
             bos = models.bos_token_id(cfg.model, tokenizer)
+            separator = models.document_separator(cfg.model, tokenizer)
 
         # A document source is read once: for the calibration set and, if listed, its held-out text.
         own_docs = None
@@ -163,7 +164,7 @@ def run_job(cfg: DictConfig, output_dir: str | Path, resume: bool = False, group
             calib = build_calibration_set(
                 cfg.dataset, tokenizer, int(cfg.samples.n_samples), int(cfg.samples.seq_len), int(cfg.seed),
                 allow_fewer=bool(cfg.samples.get("allow_fewer", False)), model=model, docs=own_docs,
-                bos_token_id=bos,
+                bos_token_id=bos, separator_token_id=separator,
             )
             record["calibration"] = calib.manifest()
             log.info(
@@ -178,7 +179,8 @@ def run_job(cfg: DictConfig, output_dir: str | Path, resume: bool = False, group
                 own_docs = load_documents(cfg.dataset)
             calib = None if needs_model(cfg.dataset) else calibrate()
             eval_tokens = {
-                name: heldout_token_ids(source_cfg, tokenizer, docs=own_docs if name == cfg.dataset.name else None)
+                name: heldout_token_ids(source_cfg, tokenizer, docs=own_docs if name == cfg.dataset.name else None,
+                                        separator_token_id=separator)
                 for name, source_cfg in eval_sources.items()
             }
 

@@ -135,6 +135,93 @@ def _sentencepiece_bpe_tokenizer(gguf_path: Path):
     )
 
 
+#: Bumped whenever the GGUF -> Hugging Face conversion changes, so old cache folders are not reused.
+CONVERSION_VERSION = 2
+
+#: GGUF metadata keys of the special tokens, by tokenizer attribute.
+_GGUF_SPECIAL = {"bos": "bos_token_id", "eos": "eos_token_id", "unk": "unknown_token_id", "pad": "padding_token_id"}
+
+
+def gguf_special_tokens(gguf_path: str | os.PathLike) -> dict[str, int]:
+    """The special-token ids a GGUF file declares: ``{"bos": id, "eos": id, "unk": id, "pad": id}``
+    (keys absent when the file does not declare them), from ``tokenizer.ggml.<name>_token_id``."""
+    from gguf import GGUFReader
+
+    fields = GGUFReader(str(gguf_path)).fields
+    found = {}
+    for name, key in _GGUF_SPECIAL.items():
+        field = fields.get(f"tokenizer.ggml.{key}")
+        if field is not None:
+            found[name] = int(field.parts[field.data[0]].tolist()[0])
+    return found
+
+
+def align_special_tokens(tokenizer, model, special: dict[str, int]) -> None:
+    """Make the tokenizer, the model config and the generation config agree with ``special``.
+
+    transformers 5.17's GGUF conversion of SmolLM2 names ``<|im_start|>`` (id 1, the BOS) as the
+    EOS token too and drops the pad token, while the GGUF file says eos 2 (``<|im_end|>``), pad 2;
+    every later use of ``tokenizer.eos_token_id`` (document separators, generation) then used the
+    BOS token.  The GGUF metadata is the ground truth: every special token of the file is set on
+    all three objects here.
+
+    Args:
+        tokenizer: the converted tokenizer (changed in place).
+        model: the converted model (``config`` and ``generation_config`` changed in place).
+        special: ``{"bos"|"eos"|"unk"|"pad": token id}`` from :func:`gguf_special_tokens`.
+
+    Raises:
+        ValueError: an id lies outside the tokenizer's vocabulary.
+    """
+    for name, token_id in special.items():
+        piece = tokenizer.convert_ids_to_tokens(int(token_id))
+        if piece is None or token_id >= len(tokenizer):
+            raise ValueError(f"GGUF {name}_token_id={token_id} is not in the tokenizer's vocabulary ({len(tokenizer)} tokens)")
+        setattr(tokenizer, f"{name}_token", piece)
+        for config in (model.config, getattr(model, "generation_config", None)):
+            if config is not None and name != "unk":
+                setattr(config, f"{name}_token_id", int(token_id))
+    if "unk" in special and hasattr(model.config, "unk_token_id"):
+        model.config.unk_token_id = int(special["unk"])
+
+
+def special_token_ids(tokenizer) -> dict[str, int | None]:
+    """``{"bos", "eos", "unk", "pad": id or None}`` of a tokenizer (for checks and manifests)."""
+    return {name: getattr(tokenizer, f"{name}_token_id") for name in _GGUF_SPECIAL}
+
+
+def document_separator(model_cfg: Any, tokenizer) -> int:
+    """The token put after every document when documents are joined into one stream.
+
+    It is the model's end-of-text token: ``model.separator_token`` when set (SmolLM2-Instruct:
+    ``<|endoftext|>``, id 0, the document separator of its pretraining corpus; its EOS
+    ``<|im_end|>`` ends a chat turn), else the tokenizer's EOS token (Gemma: ``<eos>``, id 1;
+    Llama: ``</s>``).
+
+    Returns:
+        The token id.
+
+    Raises:
+        ConfigError: ``model.separator_token`` is not a single token of the vocabulary, or neither it
+            nor an EOS token exists.
+    """
+    name = model_cfg.get("separator_token")
+    if name is None:
+        if tokenizer.eos_token_id is None:
+            raise ConfigError(
+                f"the tokenizer of {model_cfg.get('name')!r} has no EOS token to separate documents. "
+                "Fix: set model.separator_token to its end-of-text token."
+            )
+        return int(tokenizer.eos_token_id)
+    token_id = tokenizer.convert_tokens_to_ids(str(name))
+    if token_id is None or token_id == tokenizer.unk_token_id and str(name) != tokenizer.unk_token:
+        raise ConfigError(
+            f"model.separator_token={name!r} is not a token of {model_cfg.get('name')!r}'s vocabulary. "
+            f"Fix: use its end-of-text token, e.g. model.separator_token={tokenizer.eos_token!r}, or null for the EOS token."
+        )
+    return int(token_id)
+
+
 def _embedded_folder(model_cfg: Any) -> Path:
     """Return the converted Hugging Face folder of an embedded GGUF model, converting it once.
 
@@ -145,7 +232,7 @@ def _embedded_folder(model_cfg: Any) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     asset = assets.ASSETS[model_cfg.asset]
-    folder = assets.cache_dir() / "models" / f"{model_cfg.name}-{asset.sha256[:12]}"
+    folder = assets.cache_dir() / "models" / f"{model_cfg.name}-{asset.sha256[:12]}-c{CONVERSION_VERSION}"
     if (folder / "config.json").is_file():
         return folder
     gguf_path = assets.fetch(model_cfg.asset)
@@ -158,6 +245,7 @@ def _embedded_folder(model_cfg: Any) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    align_special_tokens(tokenizer, model, gguf_special_tokens(gguf_path))
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     del model
@@ -213,8 +301,9 @@ def validate_model(model_cfg: Any) -> None:
     """Checks of the ``model`` config that need no file, network or weights.
 
     Raises:
-        ConfigError: an unknown ``source``, or a flag (``prepend_bos``, ``trust_remote_code``) that is
-            not a boolean (e.g. ``model.prepend_bos=maybe``).
+        ConfigError: an unknown ``source``, a flag (``prepend_bos``, ``trust_remote_code``) that is
+            not a boolean (e.g. ``model.prepend_bos=maybe``), or a ``separator_token`` that is not a
+            non-empty string or null.
     """
     if model_cfg.get("source") not in ("embedded", "pretrained"):
         raise ConfigError(f"model.source={model_cfg.get('source')!r} is unknown. Fix: use 'embedded' or 'pretrained'.")
@@ -222,6 +311,12 @@ def validate_model(model_cfg: Any) -> None:
         value = model_cfg.get(flag, False)
         if not isinstance(value, bool):
             raise ConfigError(f"model.{flag}={value!r} must be true or false. Fix: model.{flag}=true or model.{flag}=false.")
+    separator = model_cfg.get("separator_token")
+    if separator is not None and (not isinstance(separator, str) or not separator):
+        raise ConfigError(
+            f"model.separator_token={separator!r} must be a token string (e.g. '<|endoftext|>') or null (the EOS token). "
+            "Fix: model.separator_token=null."
+        )
 
 
 def bos_token_id(model_cfg: Any, tokenizer) -> int | None:

@@ -19,7 +19,7 @@ def compose_cfg(overrides: list[str]):
 def tiny_overrides(model_dir: Path, corpus: Path) -> list[str]:
     """Overrides that point a job at the tiny test model and a local JSON-lines corpus."""
     return [
-        "model.source=pretrained", f"model.path={model_dir}", "model.name=tiny-llama",
+        "model.source=pretrained", f"model.path={model_dir}", "model.name=tiny-llama", "model.separator_token=null",
         "dataset=local_jsonl", f"dataset.path={corpus}", "samples=tiny", "logger=none",
         "eval.perplexity.texts=[local_jsonl]", "eval.perplexity.seq_len=64", "eval.perplexity.max_windows=8",
         "eval.zeroshot.tasks=[]",

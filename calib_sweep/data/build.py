@@ -119,21 +119,44 @@ def _self_generated_documents(dataset_cfg: Any) -> list[Document]:
     )
 
 
+def end_token_ids(model, tokenizer, separator_token_id: int | None = -1) -> list[int]:
+    """Every token that ends a text for this model: the generation config's EOS id(s), the
+    tokenizer's EOS and the document separator (sorted, no duplicates)."""
+    ids: set[int] = set()
+    generation = getattr(model, "generation_config", None)
+    configured = getattr(generation, "eos_token_id", None)
+    if configured is not None:
+        ids.update(int(i) for i in (configured if isinstance(configured, (list, tuple)) else [configured]))
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    separator = tokenizer.eos_token_id if separator_token_id == -1 else separator_token_id
+    if separator is not None:
+        ids.add(int(separator))
+    return sorted(ids)
+
+
 @torch.no_grad()
-def generate_calibration_set(model, tokenizer, dataset_cfg: Any, n_samples: int, seq_len: int, seed: int) -> CalibrationSet:
+def generate_calibration_set(
+    model, tokenizer, dataset_cfg: Any, n_samples: int, seq_len: int, seed: int, separator_token_id: int | None = -1
+) -> CalibrationSet:
     """Self-calibration: the model samples ``n_samples`` sequences of ``seq_len`` tokens.
 
-    Each row starts with the tokenizer's BOS token (EOS when it has none) and continues with
-    ``seq_len - 1`` sampled tokens (EOS is not allowed to stop generation early).  Sampling is seeded
-    by ``generation_seed + seed`` in a forked RNG, so the global RNG is untouched.
+    Each row starts with the tokenizer's BOS token (the separator when it has none) and continues
+    with ``seq_len - 1`` sampled tokens.  The model's end tokens (:func:`end_token_ids`: its
+    generation config's EOS ids, the tokenizer's EOS and the document separator) are the stop
+    tokens of generation and are kept out of the rows (``min_new_tokens``), so a row is one
+    uninterrupted text, never a chat-start or BOS token used as a stop.  Sampling is seeded by
+    ``generation_seed + seed`` in a forked RNG, so the global RNG is untouched.
 
     Returns:
         A :class:`CalibrationSet` (``input_ids`` ``[n_samples, seq_len]`` int64) whose manifest
-        records the generation settings.
+        records the generation settings and the end tokens.
     """
-    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    ends = end_token_ids(model, tokenizer, separator_token_id)
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else (ends[0] if ends else None)
     if start is None:
         raise ConfigError("self-generated calibration needs a tokenizer with a BOS or EOS token.")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (ends[0] if ends else start)
     device = next(model.parameters()).device
     batch_size = int(dataset_cfg.get("batch_size", 16))
     temperature = float(dataset_cfg.get("temperature", 1.0))
@@ -154,7 +177,8 @@ def generate_calibration_set(model, tokenizer, dataset_cfg: Any, n_samples: int,
                 top_k=int(dataset_cfg.get("top_k", 0)) or None,
                 max_new_tokens=seq_len - 1,
                 min_new_tokens=seq_len - 1,
-                pad_token_id=tokenizer.eos_token_id if tokenizer.eos_token_id is not None else start,
+                eos_token_id=ends or None,
+                pad_token_id=pad,
             )
             rows.append(out[:, :seq_len].cpu())
     input_ids = torch.cat(rows).long()
@@ -170,6 +194,7 @@ def generate_calibration_set(model, tokenizer, dataset_cfg: Any, n_samples: int,
         "generation": {
             "temperature": temperature, "top_p": float(dataset_cfg.get("top_p", 1.0)),
             "top_k": int(dataset_cfg.get("top_k", 0)), "generation_seed": gen_seed, "start_token": int(start),
+            "end_token_ids": ends,
         }
     }
     return calib
@@ -186,6 +211,7 @@ def build_calibration_set(
     model=None,
     docs: list[Document] | None = None,
     bos_token_id: int | None = None,
+    separator_token_id: int | None = -1,
 ) -> CalibrationSet:
     """Draw the calibration set a dataset config describes (see the module docstring).
 
@@ -201,6 +227,8 @@ def build_calibration_set(
         bos_token_id: put this token in front of every row of a document source or mixture (see
             :func:`calib_sweep.data.sampling.draw_calibration_set`; self-generated rows start with
             BOS anyway).
+        separator_token_id: the model's end-of-text token, put after every document
+            (:func:`calib_sweep.models.document_separator`; ``-1``: the tokenizer's EOS token).
 
     Returns:
         A :class:`CalibrationSet` with ``input_ids`` of shape ``[n, seq_len]`` (int64).
@@ -212,7 +240,7 @@ def build_calibration_set(
     if needs_model(dataset_cfg):
         if model is None:
             raise ValueError("self-generated calibration needs the model: call after loading it")
-        return generate_calibration_set(model, tokenizer, dataset_cfg, n_samples, seq_len, seed)
+        return generate_calibration_set(model, tokenizer, dataset_cfg, n_samples, seq_len, seed, separator_token_id)
     if dataset_cfg.loader == "mixture":
         parts = _components(dataset_cfg)
         counts = split_counts(n_samples, [w for _, w in parts])
@@ -224,7 +252,7 @@ def build_calibration_set(
             drawn.append((component, weight, draw_calibration_set(
                 calib_docs, tokenizer, count, seq_len, seed, source=str(component.name),
                 permutation_seed=int(component.get("permutation_seed", 0)), allow_fewer=allow_fewer,
-                bos_token_id=bos_token_id,
+                bos_token_id=bos_token_id, separator_token_id=separator_token_id,
             )))
         sequences = [
             {**seq, "source": str(component.name)} for component, _, calib in drawn for seq in calib.sequences
@@ -234,7 +262,7 @@ def build_calibration_set(
             sequences=sequences, source=str(dataset_cfg.name), seed=int(seed),
             slots_available=min(c.slots_available * n_samples // max(c.n_samples, 1) for _, _, c in drawn),
             documents_used=sum(c.documents_used for _, _, c in drawn), n_samples_requested=n_samples,
-            bos_token_id=bos_token_id,
+            bos_token_id=bos_token_id, separator_token_id=drawn[0][2].separator_token_id,
         )
         combined.extra = {
             "components": [
@@ -248,14 +276,17 @@ def build_calibration_set(
     return draw_calibration_set(
         calib_docs, tokenizer, n_samples, seq_len, seed, source=str(dataset_cfg.name),
         permutation_seed=int(dataset_cfg.get("permutation_seed", 0)), allow_fewer=allow_fewer,
-        bos_token_id=bos_token_id,
+        bos_token_id=bos_token_id, separator_token_id=separator_token_id,
     )
 
 
-def heldout_token_ids(dataset_cfg: Any, tokenizer, docs: list[Document] | None = None) -> torch.Tensor:
-    """The held-out part of a source as one token stream (documents joined by EOS); ``[n_tokens]`` int64.
+def heldout_token_ids(
+    dataset_cfg: Any, tokenizer, docs: list[Document] | None = None, separator_token_id: int | None = -1
+) -> torch.Tensor:
+    """The held-out part of a source as one token stream; ``[n_tokens]`` int64.
 
-    ``docs``: the source's documents when the caller already loaded them.
+    Documents are joined by ``separator_token_id`` as calibration streams are (``-1``: the tokenizer's
+    EOS token).  ``docs``: the source's documents when the caller already loaded them.
 
     Raises:
         ConfigError: the source has no held-out document.
@@ -266,4 +297,4 @@ def heldout_token_ids(dataset_cfg: Any, tokenizer, docs: list[Document] | None =
         raise ConfigError(
             f"dataset {dataset_cfg.name!r} has no held-out document. Fix: set its heldout_fraction > 0."
         )
-    return torch.tensor([t for ids in tokenize_documents(held, tokenizer) for t in ids], dtype=torch.long)
+    return torch.tensor([t for ids in tokenize_documents(held, tokenizer, separator_token_id) for t in ids], dtype=torch.long)

@@ -55,6 +55,7 @@ def cmd_sources(overrides: list[str], out=sys.stdout) -> list[dict[str, Any]]:
     tokenizer = _tokenizer(cfg)
     n, seq_len = int(cfg.samples.n_samples), int(cfg.samples.seq_len)
     slot_len = seq_len - (models.bos_token_id(cfg.model, tokenizer) is not None)  # text tokens per row
+    separator = models.document_separator(cfg.model, tokenizer)
     rows = []
     for path in sorted(build.CONF_DATASET_DIR.glob("*.yaml")):
         source = OmegaConf.load(path)
@@ -70,8 +71,8 @@ def cmd_sources(overrides: list[str], out=sys.stdout) -> list[dict[str, Any]]:
             try:
                 docs = load_documents(source)
                 calib, held = split_documents(docs, float(source.get("heldout_fraction", 0)))
-                calib_tokens = sum(map(len, tokenize_documents(calib, tokenizer)))
-                held_tokens = sum(map(len, tokenize_documents(held, tokenizer))) if held else 0
+                calib_tokens = sum(map(len, tokenize_documents(calib, tokenizer, separator)))
+                held_tokens = sum(map(len, tokenize_documents(held, tokenizer, separator))) if held else 0
                 row.update(
                     documents=len(docs), calibration_documents=len(calib), heldout_documents=len(held),
                     calibration_tokens=calib_tokens, heldout_tokens=held_tokens,
@@ -114,6 +115,7 @@ def cmd_inspect(results: str | None, overrides: list[str], show: int, out=sys.st
         cfg.dataset, tokenizer, int(cfg.samples.n_samples), int(cfg.samples.seq_len), int(cfg.seed),
         allow_fewer=bool(cfg.samples.get("allow_fewer", False)), model=_load_model_if_needed(cfg),
         bos_token_id=models.bos_token_id(cfg.model, tokenizer),
+        separator_token_id=models.document_separator(cfg.model, tokenizer),
     )
     expect = "code" if "code" in str(cfg.dataset.name) else "en"
     rows = inspect_set(calib, tokenizer, expect_language=expect)
@@ -163,9 +165,14 @@ def rebuild_input_ids(record: dict[str, Any], tokenizer=None) -> torch.Tensor:
     manifest = record["calibration"]
     tokenizer = tokenizer or _tokenizer(cfg)
     if "generation" in manifest:
+        from calib_sweep import models
+
         model = _load_model_if_needed(cfg)
         return build_calibration_set(cfg.dataset, tokenizer, manifest["n_samples"], manifest["seq_len"],
-                                     manifest["seed"], model=model).input_ids
+                                     manifest["seed"], model=model,
+                                     separator_token_id=models.document_separator(cfg.model, tokenizer)).input_ids
+    # Manifests name their separator; older ones (without the key) used the tokenizer's EOS token.
+    separator = manifest.get("separator_token_id", -1)
     tokens: dict[str, dict[str, list[int]]] = {}
     rows = []
     for seq in manifest["sequences"]:
@@ -179,7 +186,7 @@ def rebuild_input_ids(record: dict[str, Any], tokenizer=None) -> torch.Tensor:
             missing = wanted - {d.doc_id for d in chosen}
             if missing:
                 raise ConfigError(f"documents {sorted(missing)[:3]} of source {source!r} no longer exist; cannot rebuild.")
-            tokens[source] = {d.doc_id: ids for d, ids in zip(chosen, tokenize_documents(chosen, tokenizer))}
+            tokens[source] = {d.doc_id: ids for d, ids in zip(chosen, tokenize_documents(chosen, tokenizer, separator))}
         bos = [] if manifest.get("bos_token_id") is None else [int(manifest["bos_token_id"])]
         rows.append(bos + [t for p in seq["pieces"] for t in tokens[source][p["doc_id"]][p["start"] : p["end"]]])
     return torch.tensor(rows, dtype=torch.long)

@@ -3,7 +3,9 @@
 Policy (the same for every source):
 
 1. The calibration part of the source (see :mod:`calib_sweep.data.sources`) is tokenized document by
-   document without special tokens; each document is followed by the tokenizer's EOS token.
+   document without special tokens; each document is followed by the model's end-of-text token
+   (:func:`calib_sweep.models.document_separator`: ``<|endoftext|>`` for SmolLM2, ``<eos>`` for
+   Gemma, the tokenizer's EOS token by default), recorded in the manifest as ``separator_token_id``.
 2. The documents, in source order, form one token stream that is cut into non-overlapping *slots*
    of ``seq_len`` tokens.  Long documents therefore give several windows (nothing is dropped), and
    documents shorter than ``seq_len`` are concatenated with EOS separators (the tail of the stream
@@ -59,6 +61,7 @@ class CalibrationSet:
         token_sha256: SHA-256 of ``input_ids`` as little-endian int64 bytes.
         extra: kind-specific manifest fields (mixture components, generation settings).
         bos_token_id: the BOS token put in front of every row (``None``: rows are plain slots).
+        separator_token_id: the token that ends every document in the stream (``None``: none).
     """
 
     input_ids: torch.Tensor
@@ -71,6 +74,7 @@ class CalibrationSet:
     token_sha256: str = field(default="")
     extra: dict[str, Any] = field(default_factory=dict)
     bos_token_id: int | None = None
+    separator_token_id: int | None = None
 
     def __post_init__(self):
         if not self.token_sha256:
@@ -100,7 +104,8 @@ class CalibrationSet:
             "documents_used": self.documents_used,
             "token_sha256": self.token_sha256,
             "bos_token_id": self.bos_token_id,
-            "policy": "documents joined with EOS into one stream; non-overlapping seq_len slots; "
+            "separator_token_id": self.separator_token_id,
+            "policy": "documents joined with the end-of-text token (separator_token_id) into one stream; non-overlapping seq_len slots; "
             "fixed slot permutation; seed k takes slots [k*n, (k+1)*n)"
             + ("; slots of seq_len - 1 tokens after a BOS token" if self.bos_token_id is not None else ""),
             **self.extra,
@@ -140,11 +145,15 @@ def validate_samples(
         )
 
 
-def tokenize_documents(docs: list[Document], tokenizer) -> list[list[int]]:
-    """Token ids of each document followed by EOS (when the tokenizer has one)."""
-    eos = tokenizer.eos_token_id
+def tokenize_documents(docs: list[Document], tokenizer, separator_token_id: int | None = -1) -> list[list[int]]:
+    """Token ids of each document (no special tokens) followed by ``separator_token_id``.
+
+    ``separator_token_id``: the model's end-of-text token (:func:`calib_sweep.models.document_separator`);
+    ``-1`` (default) means the tokenizer's EOS token, ``None`` means no separator.
+    """
+    sep = tokenizer.eos_token_id if separator_token_id == -1 else separator_token_id
     encoded = tokenizer([d.text for d in docs], add_special_tokens=False)["input_ids"]
-    return [list(ids) + ([eos] if eos is not None else []) for ids in encoded]
+    return [list(ids) + ([int(sep)] if sep is not None else []) for ids in encoded]
 
 
 def draw_calibration_set(
@@ -157,6 +166,7 @@ def draw_calibration_set(
     permutation_seed: int = 0,
     allow_fewer: bool = False,
     bos_token_id: int | None = None,
+    separator_token_id: int | None = -1,
 ) -> CalibrationSet:
     """Draw the ``seed``-th disjoint calibration set of ``n_samples`` x ``seq_len`` tokens.
 
@@ -172,6 +182,7 @@ def draw_calibration_set(
             instead of raising.
         bos_token_id: put this token in front of every row; slots then hold ``seq_len - 1``
             stream tokens (``None``: slots of ``seq_len``).
+        separator_token_id: the token after every document (see :func:`tokenize_documents`).
 
     Returns:
         A :class:`CalibrationSet` whose ``input_ids`` has shape ``[n_samples, seq_len]``, dtype int64.
@@ -182,7 +193,8 @@ def draw_calibration_set(
     """
     validate_samples(n_samples, seq_len, seed, prepend_bos=bos_token_id is not None)
     slot_len = seq_len - (bos_token_id is not None)  # stream tokens per row
-    token_lists = tokenize_documents(docs, tokenizer)
+    separator = tokenizer.eos_token_id if separator_token_id == -1 else separator_token_id
+    token_lists = tokenize_documents(docs, tokenizer, separator)
     starts = np.cumsum([0] + [len(t) for t in token_lists])  # stream offset of each document
     total = int(starts[-1])
     slots = total // slot_len
@@ -234,4 +246,5 @@ def draw_calibration_set(
         slots_available=slots,
         documents_used=len(used),
         bos_token_id=None if bos_token_id is None else int(bos_token_id),
+        separator_token_id=None if separator is None else int(separator),
     )
