@@ -4,8 +4,10 @@ One loader, ``dataset.loader: hub``, reads any text dataset through :func:`datas
 The configs in ``conf/dataset/`` (``c4``, ``cnn_dailymail``, ``redpajama``, ``refinedweb``,
 ``wikipedia``, ``wikitext``, ``pile``) name the repository, config, split, files and text field:
 
-- ``path``: Hub repo id (``org/name``) or a local folder holding the same files (a mirror: the
-  same relative ``data_files`` paths and the same columns).  A local folder needs no network.
+- ``path``: Hub repo id (``org/name``, also ``hf://datasets/org/name[@revision]``), a local folder holding
+  the same files (a mirror: the same relative ``data_files`` paths and the same columns), or a remote copy
+  (``s3://bucket/c4``, ``https://host/c4``, ...: its ``data_files`` are read through fsspec by ``builder``
+  or the builder of their suffix; see :mod:`calib_sweep.paths`).  A local folder needs no network.
 - ``hf_name``: the repo's config name (``null``: none).  On a local folder it is passed only when
   the folder's ``README.md`` declares it (a mirror without the card has only the default config).
 - ``split``, ``data_files`` (relative to ``path``; a string, list or ``{split: pattern}``),
@@ -24,17 +26,16 @@ fields (and, for local files, their sizes and modification times), so a sweep st
 
 from __future__ import annotations
 
-import functools
 import glob
 import hashlib
 import json
 import os
 import re
-import socket
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 from urllib.parse import urlparse
 
+from calib_sweep import paths
 from calib_sweep.data.sources import Document, cached_documents, register_loader
 from calib_sweep.errors import ConfigError
 
@@ -115,7 +116,49 @@ def _plain(value: Any) -> Any:
 
 
 def _is_local(path: str) -> bool:
-    return Path(path).expanduser().exists()
+    return not paths.is_remote(path) and paths.local_path(path).exists()
+
+
+_HF_REPO = re.compile(r"^hf://datasets/([^/@]+/[^/@]+)(?:@([^/]+))?/?$", re.IGNORECASE)
+
+
+def _hub_path(cfg: Any) -> tuple[str, Any]:
+    """``(path, revision)``: ``hf://datasets/<org>/<name>[@rev]`` is the Hub repo ``<org>/<name>`` (at ``rev``)."""
+    path = str(_get(cfg, "path")).strip()
+    revision = _get(cfg, "revision")
+    match = _HF_REPO.match(path)
+    if match:
+        return match.group(1), match.group(2) or revision
+    return path, revision
+
+
+def _remote_mirror(path: str) -> bool:
+    """A remote copy of the files (``s3://``, ``https://``, ``hf://buckets/...``), read by a packaged builder."""
+    return paths.is_remote(path)
+
+
+def _remote_builder(cfg: Any, path: str) -> str:
+    """The packaged builder for a remote copy: ``dataset.builder`` or the data files' suffix.
+
+    Raises:
+        ConfigError: no data files named, or their suffix names no builder.
+    """
+    builder = _get(cfg, "builder")
+    if builder is not None:
+        return str(builder)
+    patterns = _data_file_patterns(_plain(_get(cfg, "data_files")))
+    if not patterns:
+        raise ConfigError(
+            f"dataset.path={path!r} is a remote copy, whose files must be named. "
+            "Fix: dataset.data_files={train: <file or pattern under it>} (and dataset.builder=json|parquet|csv|text)."
+        )
+    builders = {paths.builder_for(p) for p in patterns}
+    if None in builders or len(builders) != 1:
+        raise ConfigError(
+            f"dataset.data_files={patterns} under the remote copy dataset.path={path!r} name no single file type. "
+            "Fix: set dataset.builder=json|parquet|csv|text."
+        )
+    return builders.pop()
 
 
 def _legacy_path_message(path: str) -> str | None:
@@ -144,7 +187,10 @@ def _legacy_path_message(path: str) -> str | None:
 
 
 def validate_hub_source(cfg: Any) -> None:
-    """Check a ``loader: hub`` dataset config without reading data or touching the network.
+    """Check a ``loader: hub`` dataset config without reading data.
+
+    Only a remote ``dataset.path`` or data file (``s3://``, ``https://``, ... see :mod:`calib_sweep.paths`)
+    touches the network: a quick probe of its server, so an unreachable one fails here, before weights load.
 
     Refuses (C01) legacy names that newer ``datasets`` releases no longer accept: any path or
     config name with ``--`` (the old ``allenai--c4`` builder / cache names), script-era canonical
@@ -159,7 +205,7 @@ def validate_hub_source(cfg: Any) -> None:
     path = _get(cfg, "path")
     if path is None or str(path).strip() == "":
         raise ConfigError("dataset.path is missing. Fix: dataset.path=<org>/<name> (a Hub repo id) or a local folder.")
-    path = str(path)
+    path, _ = _hub_path(cfg)
     for field, example in (("text_field", "text"), ("split", "train")):
         value = _get(cfg, field)
         if value is None or str(value).strip() == "":
@@ -175,12 +221,18 @@ def validate_hub_source(cfg: Any) -> None:
         raise ConfigError(
             f"dataset.builder={builder!r} is not a packaged datasets builder. Fix: null or one of {sorted(PACKAGED_BUILDERS)}."
         )
-    if not local and not path.startswith("hf://") and (path.startswith(("/", ".", "~")) or path.count("/") > 1):
+    remote = _remote_mirror(path)
+    if remote:
+        _remote_builder(cfg, path)
+        paths.check_remote(path, "dataset.path", folder=True)  # protocol, its package, the network
+    for pattern in _data_file_patterns(_plain(_get(cfg, "data_files"))):
+        paths.check_remote(pattern, "dataset.data_files", folder=False)
+    if not local and not remote and (path.startswith(("/", ".", "~")) or path.count("/") > 1):
         raise ConfigError(
             f"dataset.path={path!r} is neither an existing local folder nor a Hub repo id. "
             "Fix: point dataset.path at the folder holding the files, or use a repo id <org>/<name>."
         )
-    if not local:
+    if not local and not remote:
         message = _legacy_path_message(path)
         if message:
             raise ConfigError(message)
@@ -253,14 +305,10 @@ def _env_offline() -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=4)
 def _probe(host: str, port: int, timeout: float) -> str | None:
-    """None when ``host:port`` accepts a TCP connection within ``timeout`` seconds, else why not."""
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-        return None
-    except OSError as exc:
-        return f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    """None when ``host:port`` accepts a TCP connection within ``timeout`` seconds, else why not
+    (:func:`calib_sweep.paths._probe`, cached per process)."""
+    return paths._probe(host, port, timeout)
 
 
 def _hub_endpoint() -> tuple[str, int]:
@@ -285,8 +333,16 @@ def check_hub_reachable(cfg: Any, timeout: float = 3.0) -> None:
     Raises:
         ConfigError: one line naming offline mode and listing the offline dataset configs.
     """
-    if _location(cfg)["local"]:
+    loc = _location(cfg)
+    if loc["local"]:
         return
+    path, _ = _hub_path(cfg)
+    for pattern in ([path] if _remote_mirror(path) else []) + _data_file_patterns(_plain(_get(cfg, "data_files"))):
+        paths.check_remote(pattern, "dataset.path" if pattern == path else "dataset.data_files", folder=pattern == path)
+    if _remote_mirror(path) or (
+        _get(cfg, "builder") is not None and not any(str(f).startswith("hf://") for f in _data_file_patterns(loc["data_files"]))
+    ):
+        return  # nothing on the Hub (remote copies were checked above, each against its own server)
     why = _env_offline()
     if why is None:
         host, port = _hub_endpoint()
@@ -313,14 +369,7 @@ def check_codecs(cfg: Any) -> None:
 
 
 def _is_connection_error(exc: BaseException) -> bool:
-    seen = 0
-    while exc is not None and seen < 10:
-        names = {cls.__name__ for cls in type(exc).__mro__}
-        if names & {"ConnectionError", "TimeoutError", "TransportError", "OfflineModeIsEnabled", "ConnectTimeout"}:
-            return True
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return False
+    return paths.is_connection_error(exc)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -336,18 +385,26 @@ def _local_declares_config(folder: Path, name: str) -> bool:
 
 
 def _location(cfg: Any) -> dict[str, Any]:
-    """How to call ``load_dataset``: path, name, data_files, revision, and whether all of it is local."""
-    path = str(_get(cfg, "path"))
+    """How to call ``load_dataset``: path, name, data_files, revision, and whether all of it is local.
+
+    A remote copy (``dataset.path=s3://bucket/c4``, ``https://host/c4``, ...) is read with a packaged
+    builder (``dataset.builder`` or the data files' suffix) on ``<path>/<data file>`` URLs, through fsspec.
+    """
+    path, revision = _hub_path(cfg)
     hf_name = _get(cfg, "hf_name")
-    revision = _get(cfg, "revision")
     builder = _get(cfg, "builder")
     data_files = _plain(_get(cfg, "data_files"))
-    folder = Path(path).expanduser()
-    local = folder.exists()
+    remote = _remote_mirror(path)
+    folder = None if remote else paths.local_path(path)
+    local = folder is not None and folder.exists()
+    if remote:
+        builder = _remote_builder(cfg, path)
     if builder is not None:
         def place(pattern: str) -> str:
             if os.path.isabs(pattern) or "://" in pattern:
                 return pattern
+            if remote:
+                return paths.join(path, pattern)
             if local:
                 return str(folder / pattern)
             return f"hf://datasets/{path}@{revision or 'main'}/{pattern}"
@@ -357,7 +414,7 @@ def _location(cfg: Any) -> dict[str, Any]:
         elif data_files is not None:
             data_files = [place(p) for p in _data_file_patterns(data_files)]
         files = _data_file_patterns(data_files)
-        local = bool(files) and all("://" not in f for f in files)
+        local = bool(files) and not any(paths.is_remote(f) for f in files)
         return {"path": str(builder), "name": None, "data_files": data_files, "revision": None, "local": local}
     if local and hf_name is not None and not (folder.is_dir() and _local_declares_config(folder, str(hf_name))):
         hf_name = None  # a mirror without the dataset card has only the default config; data_files pick the files
@@ -511,6 +568,10 @@ def load_hub_documents(cfg: Any) -> list[Document]:
         except ConfigError:
             raise
         except Exception as exc:  # map datasets' failures to one line; anything else propagates
+            remote_path = _hub_path(cfg)[0]
+            if _remote_mirror(remote_path) and (_is_connection_error(exc) or isinstance(exc, (FileNotFoundError, PermissionError))
+                                                or type(exc).__name__ in {"DataFilesNotFoundError", "FileNotFoundDatasetsError"}):
+                raise paths.read_error("dataset.path", remote_path, exc, folder=True) from exc
             if not loc["local"] and _is_connection_error(exc):
                 raise _offline_error(cfg, f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]) from exc
             kind = type(exc).__name__

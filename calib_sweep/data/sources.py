@@ -18,10 +18,9 @@ import os
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from calib_sweep import assets
+from calib_sweep import assets, paths
 from calib_sweep.errors import ConfigError
 
 
@@ -114,38 +113,75 @@ def _offline_wikipedia(source_cfg: Any) -> list[Document]:
     )
 
 
+def _source_path(source_cfg: Any) -> str:
+    """``dataset.path`` as given (a missing ``???`` value is an error naming the field)."""
+    try:
+        value = source_cfg.get("path")
+    except Exception:  # OmegaConf's MissingMandatoryValue for ``path: ???``
+        value = None
+    if value is None or str(value).strip() in ("", "???"):
+        raise ConfigError(f"dataset.path is missing for dataset {source_cfg.get('name')!r}. Fix: dataset.path=/path/to/your/data.")
+    return str(value).strip()
+
+
+def _validate_file_source(source_cfg: Any) -> None:
+    """``local_jsonl`` / ``local_hf_disk``: a remote ``dataset.path`` must be readable (checked before weights load)."""
+    paths.check_remote(_source_path(source_cfg), "dataset.path", folder=source_cfg.get("loader") == "hf_disk")
+
+
 def _local_jsonl(source_cfg: Any) -> list[Document]:
-    """Documents from a local JSON-lines file with fields ``id`` (optional) and ``text_field``."""
-    path = Path(str(source_cfg.path)).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"dataset.path={str(path)!r} does not exist. Fix: point dataset.path at a .jsonl file.")
+    """Documents from a JSON-lines file (local, or a URL read through fsspec) with fields ``id`` (optional) and ``text_field``."""
+    value = _source_path(source_cfg)
+    if paths.is_remote(value):
+        paths.check_remote(value, "dataset.path")
+        shown = value
+    else:
+        local = paths.local_path(value)
+        if not local.is_file():
+            raise ConfigError(f"dataset.path={value!r} does not exist. Fix: point dataset.path at a .jsonl file.")
+        shown = str(local)
     field = source_cfg.get("text_field", "text")
     docs = []
-    with open(path, encoding="utf-8") as handle:
-        for index, line in enumerate(handle):
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            if field not in row:
-                raise ConfigError(
-                    f"{path}:{index + 1} has no field {field!r} (fields: {sorted(row)}). Fix: set dataset.text_field."
-                )
-            docs.append(Document(doc_id=str(row.get("id", index)), text=str(row[field])))
+    with paths.open_file(value, "dataset.path", "rt", encoding="utf-8") as handle:
+        try:
+            lines = list(handle)
+        except Exception as exc:  # noqa: BLE001 - a remote read that fails midway
+            if not paths.is_remote(value):
+                raise
+            raise paths.read_error("dataset.path", value, exc) from exc
+    for index, line in enumerate(lines):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        if field not in row:
+            raise ConfigError(
+                f"{shown}:{index + 1} has no field {field!r} (fields: {sorted(row)}). Fix: set dataset.text_field."
+            )
+        docs.append(Document(doc_id=str(row.get("id", index)), text=str(row[field])))
     return docs
 
 
 def _hf_disk(source_cfg: Any) -> list[Document]:
     """Documents from a pre-built ``datasets`` dataset saved with ``save_to_disk`` (one row = one document).
 
-    Fields: ``path`` (the saved folder), ``text_field``, optional ``split`` (for a DatasetDict) and
-    ``id_field`` (default: the row index).
+    Fields: ``path`` (the saved folder, local or a URL ``datasets`` reads through fsspec), ``text_field``,
+    optional ``split`` (for a DatasetDict) and ``id_field`` (default: the row index).
     """
     import datasets
 
-    path = Path(str(source_cfg.path)).expanduser()
-    if not path.is_dir():
-        raise ConfigError(f"dataset.path={str(path)!r} is not a folder. Fix: point it at a dataset saved with save_to_disk.")
-    data = datasets.load_from_disk(str(path))
+    value = _source_path(source_cfg)
+    if paths.is_remote(value):
+        paths.check_remote(value, "dataset.path", folder=True)
+        try:
+            data = datasets.load_from_disk(value)
+        except Exception as exc:  # noqa: BLE001 - one line saying whether it could be read
+            raise paths.read_error("dataset.path", value, exc, folder=True) from exc
+        path: Any = value
+    else:
+        path = paths.local_path(value)
+        if not path.is_dir():
+            raise ConfigError(f"dataset.path={value!r} is not a folder. Fix: point it at a dataset saved with save_to_disk.")
+        data = datasets.load_from_disk(str(path))
     if isinstance(data, datasets.DatasetDict):
         split = source_cfg.get("split") or "train"
         if split not in data:
@@ -170,7 +206,7 @@ LOADERS: dict[str, Callable[[Any], list[Document]]] = {
 
 #: Optional cheap validators by loader name: ``fn(dataset_cfg)`` raising ConfigError; they run in
 #: :func:`validate_source`, before any data or weights are read.
-VALIDATORS: dict[str, Callable[[Any], None]] = {}
+VALIDATORS: dict[str, Callable[[Any], None]] = {"jsonl": _validate_file_source, "hf_disk": _validate_file_source}
 
 
 def register_loader(name: str, validate: Callable[[Any], None] | None = None):

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from calib_sweep.errors import ConfigError
-from calib_sweep.evaluation.perplexity import HUB_TEXTS, hub_text_tokens, perplexity
+from calib_sweep.evaluation.perplexity import HUB_TEXTS, check_source, hub_text_tokens, perplexity
 from calib_sweep.evaluation.zero_shot import _get, _is_int, validate_zero_shot, zero_shot
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ def validate_eval(eval_cfg: Any) -> None:
 
     Checks ``perplexity.seq_len`` (int >= 2), ``max_windows`` (int >= 1 or null), ``batch_size``
     (int >= 1), ``texts`` (a list), ``hub_texts`` (names of :data:`HUB_TEXTS`), ``hub_sources``
-    (only for listed names), and ``zeroshot`` (see
+    (only for listed names; a remote location in one must be readable, see :mod:`calib_sweep.paths`), and ``zeroshot`` (see
     :func:`calib_sweep.evaluation.zero_shot.validate_zero_shot`: known task names, ``limit`` >= 1 or
     null, ``batch_size`` >= 1, ``num_fewshot`` = 0, StoryCloze only with a local file).
 
@@ -53,9 +53,12 @@ def validate_eval(eval_cfg: Any) -> None:
         for name in hub:
             if str(name) not in HUB_TEXTS:
                 raise ConfigError(f"eval.perplexity.hub_texts names unknown text {name!r}. Fix: use some of {sorted(HUB_TEXTS)}.")
-        for name in dict(_get(ppl, "hub_sources") or {}):
+        hub_sources = dict(_get(ppl, "hub_sources") or {})
+        for name in hub_sources:
             if str(name) not in HUB_TEXTS:
                 raise ConfigError(f"eval.perplexity.hub_sources names unknown text {name!r}. Fix: use some of {sorted(HUB_TEXTS)}.")
+        for name in hub:  # a remote copy (s3://, https://, ...) must be readable: checked here, before weights load
+            check_source(str(name), hub_sources.get(name))
     validate_zero_shot(_get(eval_cfg, "zeroshot"))
 
 

@@ -71,6 +71,21 @@ def _text_identity(cfg: Any, texts: Mapping[str, Any] | None) -> dict[str, Any]:
     return {"sources": sources}
 
 
+def _file_identity(value: Any) -> dict[str, Any]:
+    """``{"file", "sha256"}`` of a user's data file: a local path (expanded) or a URL exactly as given
+    (hashed through fsspec when readable; None when not, and the job then fails on it)."""
+    from calib_sweep import paths
+
+    if paths.is_remote(value):
+        try:
+            digest = paths.sha256(str(value).strip())
+        except Exception:  # noqa: BLE001 - unreadable now: the evaluation reports it in one line
+            digest = None
+        return {"file": str(value).strip(), "sha256": digest}
+    path = paths.local_path(value)
+    return {"file": str(path), "sha256": assets.sha256_file(path) if path.is_file() else None}
+
+
 def _zero_shot_identity(eval_cfg: Any) -> dict[str, Any]:
     from calib_sweep.evaluation import tasks
 
@@ -81,8 +96,7 @@ def _zero_shot_identity(eval_cfg: Any) -> dict[str, Any]:
     for name in names:
         spec = tasks.TASKS.get(name)
         if local.get(name) is not None:
-            path = Path(str(local[name])).expanduser()
-            ident[name] = {"file": str(path), "sha256": assets.sha256_file(path) if path.is_file() else None}
+            ident[name] = _file_identity(local[name])
         elif spec is not None and spec.asset is not None:
             ident[name] = assets.ASSETS[spec.asset].sha256
     return ident

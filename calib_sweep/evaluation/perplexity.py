@@ -138,6 +138,18 @@ def _hub_offline() -> str | None:
 
 
 def _load_kwargs(name: str, source: Any) -> dict[str, Any]:
+    """``load_dataset`` keyword arguments for a Hub text, or for its replacement ``source``.
+
+    A remote ``path`` (see :mod:`calib_sweep.paths`) is named as given: a URL of one file
+    (``https://host/wiki.test.parquet``, ``s3://bucket/wiki.test.jsonl``) is read by the builder of its
+    suffix; a remote folder needs ``data_files`` (relative to it); ``hf://datasets/<org>/<name>`` is the Hub repo.
+
+    Raises:
+        ConfigError: a remote folder without ``data_files``, or files of no known type.
+    """
+    from calib_sweep import paths
+    from calib_sweep.errors import ConfigError
+
     spec = HUB_TEXTS[name]
     if source is None:
         return dict(spec["load"])
@@ -147,7 +159,75 @@ def _load_kwargs(name: str, source: Any) -> dict[str, Any]:
         source = OmegaConf.to_container(source, resolve=True) if OmegaConf.is_config(source) else source
     except ImportError:  # pragma: no cover
         pass
-    return {"split": spec["load"]["split"], **dict(source)}
+    kwargs = {"split": spec["load"]["split"], **dict(source)}
+    path = kwargs.get("path")
+    if not paths.is_remote(path) or str(path).startswith("hf://datasets/") and not paths.builder_for(path):
+        return kwargs
+    path, split, field = str(path).strip(), str(kwargs["split"]), f"eval.perplexity.hub_sources.{name}.path"
+    builder = paths.builder_for(path)
+    if builder is not None:  # one file
+        return {**kwargs, "path": builder, "data_files": {split: path}}
+    files = kwargs.get("data_files")
+    if not files:
+        raise ConfigError(
+            f"{field}={path!r} is a remote folder, whose files must be named. "
+            f"Fix: eval.perplexity.hub_sources.{name}.data_files={{{split}: <file under it>}}, or give the file's URL as the path."
+        )
+
+    def place(pattern: Any) -> str:
+        return str(pattern) if "://" in str(pattern) else paths.join(path, str(pattern))
+
+    if isinstance(files, dict):
+        files = {k: [place(p) for p in (v if isinstance(v, list) else [v])] for k, v in files.items()}
+    else:
+        files = [place(p) for p in (files if isinstance(files, list) else [files])]
+    flat = [f for v in (files.values() if isinstance(files, dict) else [files]) for f in v]
+    builders = {paths.builder_for(f) for f in flat}
+    if None in builders or len(builders) != 1:
+        raise ConfigError(
+            f"{field}={path!r}: its data_files {flat} name no single file type. Fix: use .parquet, .jsonl, .csv or .txt files."
+        )
+    return {**kwargs, "path": builders.pop(), "data_files": files}
+
+
+def check_source(name: str, source: Any) -> None:
+    """Validate-time check of ``eval.perplexity.hub_sources.<name>``: every remote location in it
+    (``path``, ``data_files``) must be readable (protocol known, package installed, network up).
+
+    Raises:
+        ConfigError: one line naming the location exactly as given (see :func:`calib_sweep.paths.check_remote`).
+    """
+    from calib_sweep import paths
+
+    for field, value in _remote_locations(name, source):
+        paths.check_remote(value, field, folder=field.endswith(".path") and paths.builder_for(value) is None)
+
+
+def _remote_locations(name: str, source: Any) -> list[tuple[str, str]]:
+    """``(field, value)`` of every remote location of a hub source: its ``path``, then its data files."""
+    from calib_sweep import paths
+
+    if source is None:
+        return []
+    original = _plain_source(source)
+    path = original.get("path") if isinstance(original, dict) else None
+    found = [(f"eval.perplexity.hub_sources.{name}.path", str(path).strip())] if paths.is_remote(path) else []
+    files = _load_kwargs(name, source).get("data_files")
+    values = files.values() if isinstance(files, dict) else [files] if files else []
+    for value in values:
+        for file in value if isinstance(value, list) else [value]:
+            if paths.is_remote(file) and not (found and str(file).startswith(found[0][1])):
+                found.append((f"eval.perplexity.hub_sources.{name}.data_files", str(file)))
+    return found
+
+
+def _plain_source(source: Any) -> Any:
+    try:
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_container(source, resolve=True) if OmegaConf.is_config(source) else source
+    except ImportError:  # pragma: no cover
+        return source
 
 
 def hub_text_tokens(name: str, tokenizer, seq_len: int, source: Any = None) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -191,6 +271,11 @@ def hub_text_tokens(name: str, tokenizer, seq_len: int, source: Any = None) -> t
     try:
         data = datasets.load_dataset(**kwargs)
     except Exception as exc:  # noqa: BLE001 - any loading failure becomes one line with the fix
+        from calib_sweep import paths
+
+        remote = _remote_locations(name, source)
+        if remote:
+            raise paths.read_error(*remote[0], exc) from None
         first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
         raise ConfigError(f"could not load perplexity text {name!r} ({kwargs}): {type(exc).__name__}: {first}. {fix}") from None
     texts = data[spec["field"]]

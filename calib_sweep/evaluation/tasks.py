@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from calib_sweep import assets
+from calib_sweep import assets, paths
 from calib_sweep.errors import ConfigError
 
 #: Bump when any conversion below changes: it is part of the cache key of the converted files.
@@ -313,13 +313,34 @@ def task_files(name: str) -> dict[str, Path]:
     return {leaf: target / f"{leaf}.parquet" for leaf in spec.leaves}
 
 
-def _local_file(name: str, path: Any) -> tuple[str, Path]:
-    file = Path(str(path)).expanduser().resolve()
-    builder = _LOCAL_SUFFIXES.get(file.suffix.lower())
+def check_local_file(name: str, path: Any) -> str:
+    """Validate-time check of ``eval.zeroshot.local_files.<name>``: a known format and, for a URL or remote
+    URI (``s3://``, ``https://``, ... see :mod:`calib_sweep.paths`), a readable location (protocol known,
+    package installed, network up).  The file's existence is checked when it is used (:func:`task_folder`).
+
+    Returns:
+        The ``datasets`` builder for the file (``parquet``, ``json``, ``csv``).
+
+    Raises:
+        ConfigError: one line naming the value exactly as given.
+    """
+    value = str(path).strip()
+    suffix = os.path.splitext(paths.basename(value) if paths.is_remote(value) else value)[1].lower()
+    builder = _LOCAL_SUFFIXES.get(suffix)
     if builder is None:
         raise ConfigError(
-            f"eval.zeroshot.local_files.{name}={str(path)!r} has an unknown format. Fix: use a .parquet, .jsonl or .csv file."
+            f"eval.zeroshot.local_files.{name}={value!r} has an unknown format. Fix: use a .parquet, .jsonl or .csv file."
         )
+    paths.check_remote(value, f"eval.zeroshot.local_files.{name}")
+    return builder
+
+
+def _local_file(name: str, path: Any) -> tuple[str, Path | str]:
+    """``(builder, file)``: a local file as an absolute :class:`Path`, a remote one as its URL (read by ``datasets``)."""
+    builder = check_local_file(name, path)
+    if paths.is_remote(path):
+        return builder, str(path).strip()
+    file = paths.local_path(path).resolve()
     if not file.is_file():
         raise ConfigError(f"eval.zeroshot.local_files.{name}={str(path)!r} does not exist. Fix: give the path of the file.")
     return builder, file
@@ -383,7 +404,8 @@ def task_folder(names: list[str], local_files: Mapping[str, Any] | None = None) 
                 "dataset_kwargs": {"data_files": {spec.split: str(file)}}, **splits,
             }
             plan.append((f"{leaf}.yaml", _yaml_text(config)))
-            entries[leaf] = f"{builder}:{file}:{file.stat().st_mtime_ns}:{file.stat().st_size}"
+            entries[leaf] = (f"{builder}:{file}" if isinstance(file, str)  # a URL: datasets reads it (and tracks changes)
+                             else f"{builder}:{file}:{file.stat().st_mtime_ns}:{file.stat().st_size}")
         for group in spec.groups:
             plan.append((Path(group).name, (upstream_dir / group).read_text()))
     key = hashlib.sha256(json.dumps(
@@ -398,9 +420,11 @@ def task_folder(names: list[str], local_files: Mapping[str, Any] | None = None) 
     return _atomic_folder(target, build)
 
 
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of one data file (recorded with results)."""
-    return assets.sha256_file(path)
+def file_sha256(path: Path | str) -> str:
+    """Hex SHA-256 of one data file (recorded with results); a URL is read through fsspec."""
+    if paths.is_remote(path):
+        return paths.sha256(path)
+    return assets.sha256_file(paths.local_path(path))
 
 
 def sha256_of_mapping(digests: Mapping[str, str]) -> str:

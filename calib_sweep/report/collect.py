@@ -48,6 +48,7 @@ class Job:
         dense_metrics: the dense reference figures (``results.json["dense"]["metrics"]``), if any.
         error: ``"<error_type> at <stage>: <error>"`` for failed jobs.
         wandb_mode: ``results.json["wandb"]["mode"]`` (``online``, ``offline``, ``disabled``) or None.
+        wandb_id: ``results.json["wandb"]["id"]``: the run's id, None when no run was made (``logger=none``).
         mtime: modification time of ``results.json`` (seconds since the epoch), 0 when missing.
     """
 
@@ -58,6 +59,7 @@ class Job:
     dense_metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     wandb_mode: str | None = None
+    wandb_id: str | None = None
     mtime: float = 0.0
     variant: str = ""
 
@@ -69,6 +71,21 @@ class Job:
                 return default
             node = node[part]
         return node
+
+    @property
+    def offline_runs(self) -> list[Path]:
+        """The job's offline W&B run folders (``wandb/offline-run-*``) that ``wandb sync`` can upload.
+
+        Empty unless the job recorded ``wandb.mode: offline``; a recorded run id without its folder
+        (moved, or W&B wrote elsewhere) still counts as one run to sync, so the list then holds the
+        job's ``wandb`` folder.
+        """
+        if self.wandb_mode != "offline":
+            return []
+        found = sorted(p for p in (self.folder / "wandb").glob("offline-run-*") if p.is_dir())
+        if found:
+            return found
+        return [self.folder / "wandb"] if self.wandb_id else []
 
     @property
     def model(self) -> str:
@@ -172,7 +189,7 @@ def read_job(folder: Path) -> Job:
     wandb_info = record.get("wandb") if isinstance(record.get("wandb"), dict) else {}
     dense = record.get("dense") if isinstance(record.get("dense"), dict) else {}
     job = Job(folder=folder, status=str(record.get("status", "failed")), config=config,
-              wandb_mode=wandb_info.get("mode"), mtime=mtime, dense_metrics=_numeric(dense.get("metrics")))
+              wandb_mode=wandb_info.get("mode"), wandb_id=wandb_info.get("id") or None, mtime=mtime, dense_metrics=_numeric(dense.get("metrics")))
     if job.status == "ok":
         job.metrics = _numeric(record.get("metrics"))
     else:

@@ -4,7 +4,9 @@ Only when at least one job's ``results.json["wandb"]["mode"]`` is ``online``; th
 job's ``logger.project`` / ``logger.entity`` and is named ``sweep-report``.  The mode is decided again now
 with :func:`calib_sweep.tracking.resolve_mode` (API key + a 3 s probe; ``WANDB_MODE`` wins), so an
 unreachable server means a one-line message, never a hang.  Offline or disabled runs: skipped with a
-message (upload them with ``wandb sync``, then run the report again).  W&B errors never fail the report.
+message; only when some job has an offline W&B run (``wandb.mode: offline`` with a run id or a
+``wandb/offline-run-*`` folder) does it say to upload them with ``wandb sync`` (``logger=none`` sweeps have
+nothing to sync).  W&B errors never fail the report.
 """
 
 from __future__ import annotations
@@ -41,8 +43,15 @@ def upload(summary: Summary, out: Path, figure_files: dict[str, Path], say: Call
     online = [j for j in summary.jobs if j.wandb_mode == "online"]
     if not online:
         modes = ", ".join(sorted(summary.wandb_modes)) or "no W&B record"
-        say(f"W&B: the sweep's runs were not online ({modes}); summary not uploaded "
-            "(upload them with `wandb sync <job>/wandb/offline-run-*`, then run the report again).")
+        offline = [j for j in summary.jobs if j.offline_runs]
+        if offline:  # only then is there anything for `wandb sync` to upload
+            globs = sorted({f"{j.folder.parent}/*/wandb/offline-run-*" for j in offline})
+            say(f"W&B: the sweep's runs were not online ({modes}); summary not uploaded "
+                f"(upload the {len(offline)} offline run{'s' if len(offline) != 1 else ''} with "
+                f"`wandb sync {' '.join(globs)}`, then run the report again).")
+        else:
+            say(f"W&B: the sweep's runs were not online ({modes}) and no job has an offline W&B run; "
+                "summary not uploaded, nothing to sync (run with logger=wandb to log to W&B).")
         return False
     logger_cfg = dict(online[0].config.get("logger") or {})
     logger_cfg.update(enabled=True, init_timeout_s=min(float(logger_cfg.get("init_timeout_s", 30)), 30.0))
