@@ -3,6 +3,8 @@
 Composes the config (``conf/config.yaml``), runs one job (:func:`calib_sweep.job.run_job`) and
 nothing else.  In a single run a failure exits non-zero with one line on stderr (exit code 2 for
 invalid input).  In a multirun (``-m``) a failed job leaves its failure record and the sweep goes on.
+SIGTERM or SIGINT (``scancel``, a time limit, Ctrl-C) ends the job with a failure record
+(``error_type: Terminated``) and the process with exit code 128 + the signal number, sweep or not.
 """
 
 from __future__ import annotations
@@ -24,14 +26,19 @@ def _app(cfg: DictConfig) -> float | None:
     from calib_sweep.assets import AssetError
     from calib_sweep.errors import ConfigError
     from calib_sweep.job import one_line, report_failure, run_job
+    from calib_sweep.runtime import Terminated
 
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     # One W&B group per sweep: the sweep folder, e.g. multirun/2026-11-29/14-30-00.
     group = str(hydra_cfg.sweep.dir) if multirun else None
+    launcher = hydra_cfg.launcher if multirun else None
     try:
-        record = run_job(cfg, output_dir, resume=multirun, group=group)
+        record = run_job(cfg, output_dir, resume=multirun, group=group, launcher=launcher)
+    except Terminated as exc:
+        report_failure(exc, output_dir)
+        sys.exit(128 + exc.signum)
     except (ConfigError, AssetError) as exc:
         report_failure(exc, output_dir)
         if multirun:

@@ -26,7 +26,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from calib_sweep import methods, models
+from calib_sweep import methods, models, runtime
+from calib_sweep.claims import claim_job_folder
 from calib_sweep.data import (
     build_calibration_set,
     load_documents,
@@ -40,7 +41,18 @@ from calib_sweep.errors import ConfigError
 from calib_sweep.evaluation import evaluate_model, validate_eval
 from calib_sweep.evaluation.baseline import deltas, dense_baseline
 from calib_sweep.evaluation.perplexity import stream_windows
-from calib_sweep.tracking import WandbRun, config_key, find_finished, register_finished, versions, write_results
+from calib_sweep.tracking import (
+    WandbRun,
+    config_key,
+    find_finished,
+    index_entry,
+    register_finished,
+    replay_run,
+    versions,
+    write_atomic,
+    write_json,
+    write_results,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +82,7 @@ class _Stages:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Checks that need no file, no network and no weights.
+    """Checks that need no file and no weights (a URL in a path field may cost one short network probe).
 
     Raises:
         ConfigError: the first invalid value, named with its fix.
@@ -81,6 +93,7 @@ def validate(cfg: DictConfig) -> None:
     validate_source(cfg.dataset)
     models.resolve_dtype(cfg.dtype, models.resolve_device(cfg.device))
     validate_eval(cfg.eval)
+    runtime.resolve_threads(cfg.get("threads", "auto"))
     kl_windows = cfg.eval.get("kl_windows", 4)
     if isinstance(kl_windows, bool) or not isinstance(kl_windows, int) or kl_windows < 0:
         raise ConfigError(f"eval.kl_windows={kl_windows!r} must be an integer >= 0 (0 = no KL). Fix: e.g. 4.")
@@ -107,173 +120,208 @@ def _kl_windows(tokens: torch.Tensor, windows: int, seq_len: int, bos_token_id: 
     return data if data.shape[0] else None
 
 
-def run_job(cfg: DictConfig, output_dir: str | Path, resume: bool = False, group: str | None = None) -> dict[str, Any]:
+def _tags(cfg: DictConfig) -> list[str]:
+    """W&B tags of a job: method, model, calibration source, seed."""
+    return [f"method:{cfg.method.name}", f"model:{cfg.model.name}", f"source:{cfg.dataset.name}", f"seed:{cfg.seed}"]
+
+
+def run_job(
+    cfg: DictConfig, output_dir: str | Path, resume: bool = False, group: str | None = None, launcher: Any = None
+) -> dict[str, Any]:
     """Run one job and write ``output_dir/results.json``.
 
-    On failure a failure record (``status: "failed"``, error, stage) is written instead, then the
-    exception is re-raised; other jobs' folders are never touched.
+    The job folder is claimed first (:func:`calib_sweep.claims.claim_job_folder`): a folder that
+    holds another config's job is left untouched.  On failure, including SIGTERM / SIGINT
+    (``error_type: Terminated``), a failure record (``status: "failed"``, error, stage) is written
+    instead, then the exception is re-raised; other jobs' folders are never touched.
 
     Args:
         cfg: the composed job config.
         output_dir: the job's folder.
         resume: skip the job when ``cfg.resume.index_dir`` records a finished job with the same
-            config key (unless ``cfg.resume.force``); a ``skipped.json`` then points at it.
+            config key (unless ``cfg.resume.force``); a ``skipped.json`` then points at it.  If that
+            earlier job has no W&B run and a logger is on now, one is made from its results
+            (:func:`calib_sweep.tracking.replay_run`).
         group: W&B group (the sweep), used unless ``logger.group`` is set.
+        launcher: ``hydra.launcher`` of the sweep, for the thread count of parallel jobs
+            (:func:`calib_sweep.runtime.resolve_threads`).
 
     Returns:
         The record written to ``results.json`` (or, when skipped, ``{"status": "skipped", ...}``).
+
+    Raises:
+        calib_sweep.claims.FolderInUse: the folder belongs to another job (nothing is written).
+        calib_sweep.runtime.Terminated: SIGTERM or SIGINT arrived (after the failure record).
     """
     output_dir = Path(output_dir)
     stages = _Stages()
     resolved = OmegaConf.to_container(cfg, resolve=True)
     key = config_key(resolved)
+    claim_job_folder(output_dir, key)
+    (output_dir / "traceback.txt").unlink(missing_ok=True)  # from an earlier failed run of this job
     resume_cfg = cfg.get("resume") or {}
     index_dir = Path(str(resume_cfg.get("index_dir", "multirun/.index")))
     if resume and resume_cfg.get("enabled", True) and not resume_cfg.get("force", False):
         previous = find_finished(key, index_dir)
         if previous is not None:
             log.info("skipping: a finished job with this config exists at %s (resume.force=true reruns it)", previous)
-            skipped = {"status": "skipped", "config_key": key, "results": str(previous)}
-            output_dir.mkdir(parents=True, exist_ok=True)
-            (output_dir / "skipped.json").write_text(json.dumps(skipped, indent=2) + "\n")
+            skipped: dict[str, Any] = {"status": "skipped", "config_key": key, "results": str(previous)}
+            replayed = replay_run(cfg.get("logger"), previous, output_dir, name=output_dir.name, group=group,
+                                  tags=_tags(cfg), run_id=key[:32], done_before=index_entry(key, index_dir).get("replayed"))
+            if replayed is not None:
+                skipped["wandb"] = replayed
+                register_finished(key, previous, index_dir, replayed={"mode": replayed["mode"], "id": replayed["id"]})
+            write_json(output_dir / "skipped.json", skipped)
             return skipped
     record: dict[str, Any] = {"status": "running", "config_key": key, "config": resolved, "versions": versions()}
     run: WandbRun | None = None
     device = None
-    try:
-        with stages("validate"):
-            validate(cfg)
-            device = models.resolve_device(cfg.device)
-            dtype = models.resolve_dtype(cfg.dtype, device)
-            eval_sources = _eval_sources(cfg)
-
-        with stages("prepare"):  # config and tokenizer only: the embedded model is fetched once here
-            model_config = models.load_config(cfg.model)
-            methods.validate_method(cfg.method, models.linear_shapes(model_config))
-            validate_samples(
-                cfg.samples.n_samples, cfg.samples.seq_len, cfg.seed, getattr(model_config, "max_position_embeddings", None)
-            )
-            tokenizer = models.load_tokenizer(cfg.model)
-            bos = models.bos_token_id(cfg.model, tokenizer)
-            separator = models.document_separator(cfg.model, tokenizer)
-
-        # A document source is read once: for the calibration set and, if listed, its held-out text.
-        own_docs = None
-
-        def calibrate(model=None):
-            calib = build_calibration_set(
-                cfg.dataset, tokenizer, int(cfg.samples.n_samples), int(cfg.samples.seq_len), int(cfg.seed),
-                allow_fewer=bool(cfg.samples.get("allow_fewer", False)), model=model, docs=own_docs,
-                bos_token_id=bos, separator_token_id=separator,
-            )
-            record["calibration"] = calib.manifest()
-            log.info(
-                "calibration set: %s seed=%d, %d x %d tokens from %d documents (sha256 %s)",
-                calib.source, calib.seed, calib.n_samples, calib.seq_len, calib.documents_used, calib.token_sha256[:12],
-            )
-            return calib
-
-        with stages("calibrate"):
-            # Self-generated sets need the model: they are drawn right after it loads.
-            if cfg.dataset.loader not in ("mixture", "self_generated"):
-                own_docs = load_documents(cfg.dataset)
-            calib = None if needs_model(cfg.dataset) else calibrate()
-            eval_tokens = {
-                name: heldout_token_ids(source_cfg, tokenizer, docs=own_docs if name == cfg.dataset.name else None,
-                                        separator_token_id=separator)
-                for name, source_cfg in eval_sources.items()
-            }
-
-        tags = [f"method:{cfg.method.name}", f"model:{cfg.model.name}", f"source:{cfg.dataset.name}", f"seed:{cfg.seed}"]
-        run = WandbRun(cfg.get("logger"), resolved, output_dir, name=output_dir.name, group=group, tags=tags,
-                       run_id=key[:32])
-        record["wandb"] = run.info
-
-        with stages("load"):
-            model = models.load_model(cfg.model, device, dtype)
-            before = methods.fingerprint(model)
-
-        if calib is None:
-            with stages("calibrate"):
-                calib = calibrate(model)
-
-        kl_ids, kl_reference = None, None
-        if cfg.method.name != "dense" and int(cfg.eval.get("kl_windows", 4)) > 0 and eval_tokens:
-            with stages("verify"):  # the dense model's predictions on a few held-out windows
-                kl_ids = _kl_windows(next(iter(eval_tokens.values())), int(cfg.eval.get("kl_windows", 4)), int(cfg.samples.seq_len), bos)
-                kl_reference = methods.reference_logprobs(model, kl_ids) if kl_ids is not None else None
-
-        with stages("compress"):
-            model = methods.compress(model, calib.input_ids.to(device), cfg.method)
-
-        with stages("verify"):
-            record["compression"] = methods.verify(model, cfg.method, before)
-            if kl_reference is not None:
-                kl = methods.kl_from_reference(model, kl_ids, kl_reference)
-                record["compression"]["summary"]["kl_from_dense"] = kl
-                record["compression"]["kl_protocol"] = {
-                    "text": next(iter(eval_tokens)), "windows": int(kl_ids.shape[0]), "seq_len": int(kl_ids.shape[1]),
-                    "unit": "nats per token, KL(dense || compressed), dense top-64 + rest bucket",
-                }
-            log.info("compression check: %s", record["compression"]["summary"])
-
-        with stages("evaluate"):
-            metrics, evaluation = evaluate_model(model, tokenizer, cfg.eval, eval_tokens, bos)
-        if cfg.method.get("save", False):
-            with stages("save"):  # last use of the compressed model: saving may pack it in memory
-                record["saved_model"] = str(methods.save(model, cfg.method, output_dir / "model", tokenizer))
-        summary = record["compression"]["summary"]
-        for name in ("mean_sparsity", "kl_from_dense", "avg_bits"):
-            if isinstance(summary.get(name), (int, float)):
-                metrics[f"compression/{name}"] = float(summary[name])
-
-        if cfg.eval.get("dense_baseline", True):
-            with stages("dense_baseline"):
-                own = (metrics, evaluation) if cfg.method.name == "dense" else None
-                if own is None:
-                    del model  # free the compressed model before a dense one is loaded
-                    if device.type == "cuda":
-                        torch.cuda.empty_cache()
-
-                def evaluate_dense():
-                    log.info("dense baseline: evaluating the uncompressed model (cached for later jobs)")
-                    dense = models.load_model(cfg.model, device, dtype)
-                    return evaluate_model(dense, tokenizer, cfg.eval, eval_tokens, bos)
-
-                dense = dense_baseline(cfg, evaluate_dense, own, texts=eval_tokens)
-                record["dense"] = {"metrics": dense["metrics"], "key": dense["key"], "reused": dense["reused"]}
-                record["deltas"] = deltas(metrics, dense["metrics"])
-        record.update(status="ok", metrics=metrics, evaluation=evaluation)
-        run.log({**metrics, **{f"time/{k}": v for k, v in stages.timings.items()}})
-        if calib is not None and run.run is not None:
-            manifest_path = output_dir / "calibration.json"
-            manifest_path.write_text(json.dumps(record["calibration"], indent=1))
-            run.log_artifact(manifest_path, f"calibration-{calib.source}-s{calib.seed}-{calib.token_sha256[:12]}",
-                             "calibration-set")
-    except BaseException as exc:
-        record.update(
-            status="failed",
-            stage=stages.current,
-            error_type=type(exc).__name__,
-            error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
-        )
-        record["timings"] = stages.timings
-        record["memory"] = peak_memory(device)
-        (output_dir / "traceback.txt").parent.mkdir(parents=True, exist_ok=True)
-        (output_dir / "traceback.txt").write_text("".join(traceback.format_exception(exc)))
-        write_results(output_dir, record)
-        if run is not None:
-            run.finish(exit_code=1)
-        raise
-    record["timings"] = stages.timings
-    record["memory"] = peak_memory(device)
-    results = write_results(output_dir, record)
-    run.finish()
-    try:
-        register_finished(key, results, index_dir)
-    except OSError as exc:  # the index only speeds up resume; results.json is already safe
-        log.warning("could not index %s for resume: %s", results, exc)
+    with runtime.TerminationSignals() as signals:
+        try:
+            with stages("validate"):
+                validate(cfg)
+                device = models.resolve_device(cfg.device)
+                dtype = models.resolve_dtype(cfg.dtype, device)
+                eval_sources = _eval_sources(cfg)
+                threads, reason = runtime.resolve_threads(cfg.get("threads", "auto"), launcher)
+                record["runtime"] = {**runtime.apply_threads(threads), "threads_reason": reason,
+                                     "cores_available": runtime.available_cores()}
+                log.info("torch threads: %d (%s)", threads, reason)
+            _run_stages(cfg, record, stages, output_dir, device, dtype, eval_sources, group, key)
+            run = record.pop("_run", None)
+        except BaseException as exc:
+            run = record.pop("_run", None)
+            with signals.deferred():
+                record.update(
+                    status="failed",
+                    stage=stages.current,
+                    error_type=type(exc).__name__,
+                    error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                )
+                record["timings"] = stages.timings
+                record["memory"] = peak_memory(device)
+                write_atomic(output_dir / "traceback.txt", "".join(traceback.format_exception(exc)))
+                write_results(output_dir, record)
+                if run is not None:
+                    run.finish(exit_code=1)
+            raise
+        with signals.deferred():  # a signal now waits until the record is complete
+            record["timings"] = stages.timings
+            record["memory"] = peak_memory(device)
+            results = write_results(output_dir, record)
+            run.finish()
+            try:
+                register_finished(key, results, index_dir)
+            except OSError as exc:  # the index only speeds up resume; results.json is already safe
+                log.warning("could not index %s for resume: %s", results, exc)
     return record
+
+
+def _run_stages(cfg, record, stages, output_dir: Path, device, dtype, eval_sources, group, key) -> None:
+    """prepare -> calibrate -> load -> compress -> verify -> evaluate -> save -> dense_baseline, filling
+    ``record`` (the W&B run is left in ``record["_run"]`` for :func:`run_job` to finish)."""
+    with stages("prepare"):  # config and tokenizer only: the embedded model is fetched once here
+        model_config = models.load_config(cfg.model)
+        methods.validate_method(cfg.method, models.linear_shapes(model_config))
+        validate_samples(
+            cfg.samples.n_samples, cfg.samples.seq_len, cfg.seed, getattr(model_config, "max_position_embeddings", None)
+        )
+        tokenizer = models.load_tokenizer(cfg.model)
+        bos = models.bos_token_id(cfg.model, tokenizer)
+        separator = models.document_separator(cfg.model, tokenizer)
+
+    # A document source is read once: for the calibration set and, if listed, its held-out text.
+    own_docs = None
+
+    def calibrate(model=None):
+        calib = build_calibration_set(
+            cfg.dataset, tokenizer, int(cfg.samples.n_samples), int(cfg.samples.seq_len), int(cfg.seed),
+            allow_fewer=bool(cfg.samples.get("allow_fewer", False)), model=model, docs=own_docs,
+            bos_token_id=bos, separator_token_id=separator,
+        )
+        record["calibration"] = calib.manifest()
+        write_json(output_dir / "calibration.json", record["calibration"], indent=1)
+        log.info(
+            "calibration set: %s seed=%d, %d x %d tokens from %d documents (sha256 %s)",
+            calib.source, calib.seed, calib.n_samples, calib.seq_len, calib.documents_used, calib.token_sha256[:12],
+        )
+        return calib
+
+    with stages("calibrate"):
+        # Self-generated sets need the model: they are drawn right after it loads.
+        if cfg.dataset.loader not in ("mixture", "self_generated"):
+            own_docs = load_documents(cfg.dataset)
+        calib = None if needs_model(cfg.dataset) else calibrate()
+        eval_tokens = {
+            name: heldout_token_ids(source_cfg, tokenizer, docs=own_docs if name == cfg.dataset.name else None,
+                                    separator_token_id=separator)
+            for name, source_cfg in eval_sources.items()
+        }
+
+    run = WandbRun(cfg.get("logger"), record["config"], output_dir, name=output_dir.name, group=group,
+                   tags=_tags(cfg), run_id=key[:32])
+    record["_run"] = run
+    record["wandb"] = run.info
+
+    with stages("load"):
+        model = models.load_model(cfg.model, device, dtype)
+        before = methods.fingerprint(model)
+
+    if calib is None:
+        with stages("calibrate"):
+            calib = calibrate(model)
+
+    kl_ids, kl_reference = None, None
+    if cfg.method.name != "dense" and int(cfg.eval.get("kl_windows", 4)) > 0 and eval_tokens:
+        with stages("verify"):  # the dense model's predictions on a few held-out windows
+            kl_ids = _kl_windows(next(iter(eval_tokens.values())), int(cfg.eval.get("kl_windows", 4)), int(cfg.samples.seq_len), bos)
+            kl_reference = methods.reference_logprobs(model, kl_ids) if kl_ids is not None else None
+
+    with stages("compress"):
+        model = methods.compress(model, calib.input_ids.to(device), cfg.method)
+
+    with stages("verify"):
+        record["compression"] = methods.verify(model, cfg.method, before)
+        if kl_reference is not None:
+            kl = methods.kl_from_reference(model, kl_ids, kl_reference)
+            record["compression"]["summary"]["kl_from_dense"] = kl
+            record["compression"]["kl_protocol"] = {
+                "text": next(iter(eval_tokens)), "windows": int(kl_ids.shape[0]), "seq_len": int(kl_ids.shape[1]),
+                "unit": "nats per token, KL(dense || compressed), dense top-64 + rest bucket",
+            }
+        log.info("compression check: %s", record["compression"]["summary"])
+
+    with stages("evaluate"):
+        metrics, evaluation = evaluate_model(model, tokenizer, cfg.eval, eval_tokens, bos)
+    if cfg.method.get("save", False):
+        with stages("save"):  # last use of the compressed model: saving may pack it in memory
+            record["saved_model"] = str(methods.save(model, cfg.method, output_dir / "model", tokenizer))
+    summary = record["compression"]["summary"]
+    for name in ("mean_sparsity", "kl_from_dense", "avg_bits"):
+        if isinstance(summary.get(name), (int, float)):
+            metrics[f"compression/{name}"] = float(summary[name])
+
+    if cfg.eval.get("dense_baseline", True):
+        with stages("dense_baseline"):
+            own = (metrics, evaluation) if cfg.method.name == "dense" else None
+            if own is None:
+                del model  # free the compressed model before a dense one is loaded
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+
+            def evaluate_dense():
+                log.info("dense baseline: evaluating the uncompressed model (cached for later jobs)")
+                dense = models.load_model(cfg.model, device, dtype)
+                return evaluate_model(dense, tokenizer, cfg.eval, eval_tokens, bos)
+
+            dense = dense_baseline(cfg, evaluate_dense, own, texts=eval_tokens)
+            record["dense"] = {"metrics": dense["metrics"], "key": dense["key"], "reused": dense["reused"]}
+            record["deltas"] = deltas(metrics, dense["metrics"])
+    record.update(status="ok", metrics=metrics, evaluation=evaluation)
+    run.log({**metrics, **{f"time/{k}": v for k, v in stages.timings.items()}})
+    if run.run is not None:
+        run.log_artifact(output_dir / "calibration.json",
+                         f"calibration-{calib.source}-s{calib.seed}-{calib.token_sha256[:12]}", "calibration-set")
 
 
 def one_line(exc: BaseException) -> str:

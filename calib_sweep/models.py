@@ -317,6 +317,10 @@ def validate_model(model_cfg: Any) -> None:
             f"model.separator_token={separator!r} must be a token string (e.g. '<|endoftext|>') or null (the EOS token). "
             "Fix: model.separator_token=null."
         )
+    if model_cfg.get("source") == "pretrained":
+        from calib_sweep.paths import check_model_path
+
+        check_model_path(model_cfg.get("path"))  # a URL is named as given, with how to use a local copy
 
 
 def bos_token_id(model_cfg: Any, tokenizer) -> int | None:

@@ -60,27 +60,48 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def write_results(folder: str | os.PathLike, record: dict[str, Any]) -> Path:
-    """Write ``record`` to ``folder/results.json`` atomically (temporary file, then rename).
+def _file_mode() -> int:
+    """``0o666`` minus the process umask: the mode ``open()`` gives new files (``mkstemp`` gives 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (temporary file in the same folder, then rename), with
+    the permissions of an ordinary new file (0644 under the usual umask 022).
 
     A reader never sees a half-written file: either the old file, or the complete new one.
 
     Returns:
         The path written.
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / RESULTS_FILE
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".results-", suffix=".json")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(_json_safe(record), handle, indent=2, sort_keys=False)
-            handle.write("\n")
-        os.replace(tmp, target)
+            handle.write(text)
+        os.chmod(tmp, _file_mode())
+        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return target
+    return path
+
+
+def write_json(path: str | os.PathLike, record: Any, indent: int = 2) -> Path:
+    """Write ``record`` as JSON (non-finite floats as strings) with :func:`write_atomic`."""
+    return write_atomic(path, json.dumps(_json_safe(record), indent=indent, sort_keys=False) + "\n")
+
+
+def write_results(folder: str | os.PathLike, record: dict[str, Any]) -> Path:
+    """Write ``record`` to ``folder/results.json`` atomically, mode 0644 (see :func:`write_atomic`).
+
+    Returns:
+        The path written.
+    """
+    return write_json(Path(folder) / RESULTS_FILE, record)
 
 
 #: Config keys that do not change a job's numbers and so are left out of its key.
@@ -108,14 +129,23 @@ def find_finished(key: str, index_dir: str | os.PathLike) -> Path | None:
     return target if record.get("status") == "ok" and record.get("config_key") == key else None
 
 
-def register_finished(key: str, results: str | os.PathLike, index_dir: str | os.PathLike) -> None:
-    """Record (atomically) that ``results`` holds the finished job with this key."""
-    index_dir = Path(index_dir)
-    index_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=index_dir, prefix=".entry-")
-    with os.fdopen(fd, "w") as handle:
-        json.dump({"results": str(Path(results).resolve())}, handle)
-    os.replace(tmp, index_dir / f"{key}.json")
+def register_finished(
+    key: str, results: str | os.PathLike, index_dir: str | os.PathLike, replayed: dict[str, Any] | None = None
+) -> None:
+    """Record (atomically) that ``results`` holds the finished job with this key (and, after
+    :func:`replay_run`, the W&B run made for it, so it is made once)."""
+    entry: dict[str, Any] = {"results": str(Path(results).resolve())}
+    if replayed:
+        entry["replayed"] = replayed
+    write_json(Path(index_dir) / f"{key}.json", entry)
+
+
+def index_entry(key: str, index_dir: str | os.PathLike) -> dict[str, Any]:
+    """The resume index entry of a key (``{}`` when there is none or it is unreadable)."""
+    try:
+        return json.loads((Path(index_dir) / f"{key}.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -253,3 +283,56 @@ class WandbRun:
         except Exception as exc:
             log.warning("W&B finish failed: %s", exc)
         self.run = None
+
+
+def replay_run(
+    logger_cfg: Any,
+    results: str | os.PathLike,
+    folder: str | os.PathLike,
+    name: str,
+    group: str | None,
+    tags: list[str],
+    run_id: str,
+    done_before: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """Make the W&B run a finished job never got, from its ``results.json``.
+
+    A job first run with ``logger=none`` and later skipped by resume (same config key) under a
+    W&B logger would otherwise never appear on the dashboard.  The run gets the job's run id (from
+    its config key), its recorded config and metrics, its timings, the tag ``replayed`` and
+    ``replayed_from`` (the results path) in its summary.
+
+    Args:
+        logger_cfg: the current ``logger`` config group.
+        results: the earlier job's ``results.json``.
+        folder: the skipping job's folder (offline runs are written under ``folder/wandb``).
+        name, group, tags, run_id: as for :class:`WandbRun`.
+        done_before: the info of an earlier replay (from the resume index); a replay in the same
+            mode is not made twice.
+
+    Returns:
+        The new run's info plus ``replayed: True``; ``None`` when the earlier job already has a W&B
+        run (online or offline), was replayed before in this mode, or no logger is on now.
+    """
+    if logger_cfg is None or not logger_cfg.get("enabled", True) or resolve_mode(logger_cfg) == "disabled":
+        return None
+    if done_before is not None and done_before.get("mode") == resolve_mode(logger_cfg):
+        return None
+    record = json.loads(Path(results).read_text())
+    if (record.get("wandb") or {}).get("id"):
+        return None
+    run = WandbRun(logger_cfg, record.get("config") or {}, folder, name=name, group=group,
+                   tags=[*tags, "replayed"], run_id=run_id)
+    if run.run is None:
+        return None
+    metrics = {k: v for k, v in (record.get("metrics") or {}).items() if isinstance(v, (int, float))}
+    run.log({**metrics, **{f"time/{k}": v for k, v in (record.get("timings") or {}).items()}})
+    try:
+        run.run.summary["replayed_from"] = str(results)
+    except Exception as exc:
+        log.warning("W&B summary failed: %s", exc)
+    info = {**run.info, "replayed": True}
+    run.finish()
+    log.info("made W&B run %s from the earlier results %s (it had none)", run_id, results)
+    return info
+

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 
 import pytest
 from hydra import compose, initialize_config_module
@@ -34,7 +35,13 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tiny_model_dir, tiny_co
             "seed=0,1", "hydra.sweep.dir=multirun/jl"]
     proc = run_cli(args, tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert [r["status"] for r in sweep_records(tmp_path / "multirun" / "jl").values()] == ["ok", "ok"]
+    records = sweep_records(tmp_path / "multirun" / "jl").values()
+    assert [r["status"] for r in records] == ["ok", "ok"]
+    # Two jobs at once: each takes half the cores (fault 5: default threads oversubscribed the CPU).
+    cores = len(os.sched_getaffinity(0))
+    for record in records:
+        assert record["runtime"]["threads"] == max(cores // 2, 1), record["runtime"]
+        assert record["runtime"]["threads_reason"] == f"{cores} cores / 2 joblib jobs"
 
 
 def test_rerun_skips_finished_jobs_and_force_reruns(tiny_model_dir, tiny_corpus, tmp_path):
@@ -68,6 +75,27 @@ def test_offline_wandb_two_job_sweep_c10(tiny_model_dir, tiny_corpus, tmp_path):
         runs = list((tmp_path / "multirun" / "c10" / name / "wandb").glob("offline-run-*"))
         assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))  # a syncable offline run
         assert (tmp_path / "multirun" / "c10" / name / "calibration.json").is_file()
+
+
+def test_resumed_job_without_a_wandb_run_gets_one_replayed(tiny_model_dir, tiny_corpus, tmp_path):
+    """Fault 6: a job first run with logger=none, skipped later under a W&B logger, still reaches W&B."""
+    overrides = [o for o in tiny_overrides(tiny_model_dir, tiny_corpus) if o != "logger=none"]
+    base = ["-m", *overrides, "method=dense", "seed=0"]
+    assert run_cli([*base, "logger=none", "hydra.sweep.dir=multirun/plain"], tmp_path).returncode == 0
+    (first,) = sweep_records(tmp_path / "multirun" / "plain").values()
+    assert first["wandb"]["id"] is None
+    proc = run_cli([*base, "hydra.sweep.dir=multirun/logged"], tmp_path, env={"WANDB_MODE": "offline"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    job = tmp_path / "multirun" / "logged" / "0_dense_local_jsonl_s0"
+    pointer = json.loads((job / "skipped.json").read_text())
+    assert pointer["wandb"]["replayed"] is True and pointer["wandb"]["mode"] == "offline"
+    assert pointer["wandb"]["id"] == first["config_key"][:32]
+    (run,) = list((job / "wandb").glob("offline-run-*"))
+    assert run.name.endswith(first["config_key"][:32]) and any(run.rglob("*.wandb"))
+    # Made once: a third sweep in the same mode skips without another replay.
+    assert run_cli([*base, "hydra.sweep.dir=multirun/again"], tmp_path, env={"WANDB_MODE": "offline"}).returncode == 0
+    again = json.loads((tmp_path / "multirun" / "again" / "0_dense_local_jsonl_s0" / "skipped.json").read_text())
+    assert "wandb" not in again and not (tmp_path / "multirun" / "again" / "0_dense_local_jsonl_s0" / "wandb").exists()
 
 
 def _sweep_params(preset: str) -> dict[str, list[str]]:
