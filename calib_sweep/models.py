@@ -253,6 +253,11 @@ def _embedded_folder(model_cfg: Any) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
     else:
         os.replace(tmp, folder)
+    # Conversions by older versions of this code (other suffix, or none) are never read again.
+    stem = f"{model_cfg.name}-{asset.sha256[:12]}"
+    for old in folder.parent.glob(f"{stem}*"):
+        if old != folder and (old.name == stem or old.name.startswith(f"{stem}-c")) and ".tmp" not in old.name:
+            shutil.rmtree(old, ignore_errors=True)
     return folder
 
 
