@@ -38,6 +38,8 @@ def _app(cfg: DictConfig) -> float | None:
         record = run_job(cfg, output_dir, resume=multirun, group=group, launcher=launcher)
     except Terminated as exc:
         report_failure(exc, output_dir)
+        if multirun and "submitit" in str(launcher.get("_target_", "")):
+            return None  # one scheduler job of many: its failure record speaks for it in the summary
         sys.exit(128 + exc.signum)
     except (ConfigError, AssetError) as exc:
         report_failure(exc, output_dir)
@@ -60,8 +62,24 @@ def _app(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    """Console-script entry point (``calib-sweep``)."""
-    _app()
+    """Console-script entry point (``calib-sweep``).
+
+    Exit status: 0 when the job (or every job of a sweep) is ok or skipped; 1 when one failed (a
+    sweep prints a summary block, see :mod:`calib_sweep.sweep_summary`); 2 for a config error
+    before any job starts; 128 + N when signal N stopped it.
+    """
+    from calib_sweep import sweep_summary
+
+    try:
+        _app()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        interrupted = sweep_summary.summarize_interrupted() if code else None
+        if interrupted is not None:
+            sys.exit(max(code, interrupted))
+        if code == 1 and not sweep_summary.STARTED["any"]:
+            sys.exit(2)  # Hydra refused the command line or config before any job started
+        raise
 
 
 if __name__ == "__main__":

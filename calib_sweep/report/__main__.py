@@ -32,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     out = args.out or (args.folders[0] / "report" if len(args.folders) == 1 else Path("sweep_report"))
+    from calib_sweep.sweep_summary import format_summary, summarize_folder, sweep_folders
+
+    for sweep in sweep_folders(args.folders):  # what happened to every job, before the tables
+        print(format_summary(summarize_folder(sweep)).replace("calib_sweep: sweep ", "sweep ", 1))
     try:
         from calib_sweep.report import write_report
 

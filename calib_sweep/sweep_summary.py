@@ -1,0 +1,234 @@
+"""The end of a sweep: what happened to every job, printed, written to ``summary.json``, and the exit status.
+
+A sweep in which every job failed used to exit 0, so shell scripts, CI, SLURM ``afterok``
+dependencies and workflow engines took it for success.  Now every multirun (any launcher) ends with
+one summary block, built from the records the jobs wrote in their folders, never from what the
+launcher or scheduler says:
+
+* **ok** - ``results.json`` with ``status: ok``;
+* **skipped** - ``skipped.json`` (an identical finished job exists: resume by config key);
+* **failed** - ``results.json`` with ``status: failed`` (its one-line error; ``error_type:
+  Terminated`` is reported as killed by a signal: ``scancel``, preemption, a time limit, Ctrl-C),
+  or a job folder with no record at all (killed without a chance to write one, e.g. SIGKILL or
+  out of memory);
+* **not started** - a job of the sweep that has no folder.
+
+Exit status of ``python -m calib_sweep -m ...``: 0 when every job is ok or skipped, 1 otherwise, 2
+for a config error before any job starts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+SUMMARY_FILE = "summary.json"
+STATES = ("ok", "failed", "skipped", "not_started")
+
+
+def expected_jobs(config: DictConfig) -> list[list[str]]:
+    """The override list of every job of a sweep, in job-number order, as Hydra's basic sweeper
+    expands them (``hydra.sweeper.params`` plus the command line's task overrides)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+    arguments = [*params, *OmegaConf.to_container(config.hydra.overrides.task, resolve=False)]
+    overrides = OverridesParser.create().parse_overrides(arguments)
+    return BasicSweeper.split_arguments(overrides, None)[0]
+
+
+def _job_number(folder: Path) -> int | None:
+    try:
+        hydra_cfg = OmegaConf.load(folder / ".hydra" / "hydra.yaml")
+        return int(hydra_cfg.hydra.job.num)
+    except Exception:
+        return None
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def job_state(folder: Path) -> dict[str, Any]:
+    """The state of one job folder: ``{"state", "folder", "error"?, "error_type"?, "stage"?}``."""
+    entry: dict[str, Any] = {"folder": str(folder)}
+    results = _read(folder / "results.json")
+    if results is not None and results.get("status") == "ok":
+        return {**entry, "state": "ok"}
+    if results is not None and results.get("status") == "failed":
+        entry.update(state="failed", error=results.get("error"), error_type=results.get("error_type"),
+                     stage=results.get("stage"))
+        if results.get("error_type") == "Terminated":
+            entry["killed"] = True
+        return entry
+    if (folder / "skipped.json").is_file():
+        return {**entry, "state": "skipped", "results": (_read(folder / "skipped.json") or {}).get("results")}
+    return {**entry, "state": "failed", "error": "no record: the job ended without writing one "
+            "(killed by SIGKILL, out of memory, or still running)", "error_type": "NoRecord"}
+
+
+def summarize(sweep_dir: str | Path, expected: list[list[str]] | None = None) -> dict[str, Any]:
+    """What happened to every job of a sweep folder.
+
+    Args:
+        sweep_dir: the sweep folder (``hydra.sweep.dir``).
+        expected: the sweep's jobs (:func:`expected_jobs`); jobs without a folder are then counted
+            as not started.  ``None``: only the folders found are counted.
+
+    Returns:
+        ``{"sweep": str, "counts": {state: n}, "jobs": [per job: num, state, folder, error ...]}``.
+    """
+    sweep_dir = Path(sweep_dir)
+    found: dict[int, dict[str, Any]] = {}
+    extra = []
+    for folder in sorted(p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()) if sweep_dir.is_dir() else []:
+        num = _job_number(folder)
+        if num is None:
+            extra.append(job_state(folder))
+        else:
+            found[num] = {"num": num, **job_state(folder)}
+    jobs = []
+    total = max(len(expected) if expected is not None else 0, max(found, default=-1) + 1)
+    for num in range(total):
+        if num in found:
+            jobs.append(found[num])
+        elif expected is not None:
+            jobs.append({"num": num, "state": "not_started", "overrides": expected[num] if num < len(expected) else None})
+    jobs += extra
+    counts = {state: sum(j["state"] == state for j in jobs) for state in STATES}
+    return {"sweep": str(sweep_dir), "counts": counts, "jobs": jobs}
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The summary block: one line of counts, then one line per failed or not-started job."""
+    c = summary["counts"]
+    lines = [f"calib_sweep: sweep {summary['sweep']}: {len(summary['jobs'])} jobs: {c['ok']} ok, {c['failed']} failed, "
+             f"{c['skipped']} skipped (already done), {c['not_started']} not started"]
+    for job in summary["jobs"]:
+        if job["state"] == "failed":
+            how = "killed" if job.get("killed") else "failed"
+            stage = f" in {job['stage']}" if job.get("stage") else ""
+            lines.append(f"  {how}{stage}: {job['folder']}: {job.get('error')}")
+        elif job["state"] == "not_started":
+            lines.append(f"  not started: job {job['num']} ({' '.join(job.get('overrides') or [])})")
+    return "\n".join(lines)
+
+
+def summarize_folder(sweep_dir: str | Path) -> dict[str, Any]:
+    """:func:`summarize` of a finished sweep folder, its jobs expanded from its ``multirun.yaml``
+    (when readable) so jobs that never started are counted too."""
+    expected = None
+    try:
+        expected = expected_jobs(OmegaConf.load(Path(sweep_dir) / "multirun.yaml"))
+    except Exception as exc:
+        log.debug("no job list for %s: %s", sweep_dir, exc)
+    return summarize(sweep_dir, expected)
+
+
+def sweep_folders(paths: list[str | Path]) -> list[Path]:
+    """Every sweep folder (one holding ``multirun.yaml``) at or under ``paths``, sorted."""
+    found = set()
+    for path in map(Path, paths):
+        if (path / "multirun.yaml").is_file():
+            found.add(path)
+        if path.is_dir():
+            found.update(p.parent for p in path.rglob("multirun.yaml"))
+    return sorted(found)
+
+
+def exit_status(summary: dict[str, Any]) -> int:
+    """0 when every job is ok or skipped (and there is at least one), else 1."""
+    c = summary["counts"]
+    return 0 if c["failed"] == 0 and c["not_started"] == 0 and len(summary["jobs"]) > 0 else 1
+
+
+def _log_to_wandb(config: DictConfig, summary: dict[str, Any]) -> None:
+    """One small W&B run (job type ``sweep-summary``, the sweep's group) holding the counts and a
+    table of the jobs, when the logger is on.  Failures are logged, never raised."""
+    from calib_sweep.tracking import resolve_mode
+
+    logger_cfg = config.get("logger")
+    if logger_cfg is None or not logger_cfg.get("enabled", True) or resolve_mode(logger_cfg) == "disabled":
+        return
+    try:
+        import wandb
+
+        run = wandb.init(project=logger_cfg.get("project"), entity=logger_cfg.get("entity"),
+                         group=logger_cfg.get("group") or summary["sweep"], job_type="sweep-summary",
+                         name=f"summary {Path(summary['sweep']).name}", dir=summary["sweep"],
+                         mode=resolve_mode(logger_cfg), reinit="finish_previous",
+                         settings=wandb.Settings(silent=True))
+        run.summary.update({f"jobs/{k}": v for k, v in summary["counts"].items()})
+        table = wandb.Table(columns=["num", "state", "folder", "error"],
+                            data=[[j.get("num"), j["state"], j.get("folder"), j.get("error")] for j in summary["jobs"]])
+        run.log({"jobs": table})
+        run.finish()
+    except Exception as exc:
+        log.warning("W&B sweep summary failed: %s", exc)
+
+
+def finish_sweep(config: DictConfig, sweep_dir: str | Path) -> int:
+    """Summarize a finished sweep: print the block, write ``summary.json``, log to W&B.
+
+    Returns:
+        The exit status (:func:`exit_status`).
+    """
+    from calib_sweep.tracking import write_json
+
+    try:
+        expected = expected_jobs(config)
+    except Exception as exc:  # a sweeper other than the basic one: count the folders found
+        log.debug("could not expand the sweep's jobs: %s", exc)
+        expected = None
+    summary = summarize(sweep_dir, expected)
+    summary["exit_status"] = exit_status(summary)
+    write_json(Path(sweep_dir) / SUMMARY_FILE, summary)
+    print(format_summary(summary), file=sys.stderr, flush=True)
+    _log_to_wandb(config, summary)
+    return summary["exit_status"]
+
+
+#: The multirun of this process, between its start and its summary: ``{"config": DictConfig}``.
+ACTIVE: dict[str, Any] = {}
+#: Whether a sweep or run has started in this process (config errors come before).
+STARTED: dict[str, bool] = {"any": False}
+
+
+class SweepSummary(Callback):
+    """Hydra callback: at the end of a multirun, the summary block and the exit status (see the
+    module docstring).  A launcher that raises (a submitit job killed without returning) skips
+    ``on_multirun_end``; :func:`summarize_interrupted` then gives the summary instead."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        STARTED["any"] = True
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        STARTED["any"] = True
+        ACTIVE["config"] = config
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        ACTIVE.clear()
+        status = finish_sweep(config, str(config.hydra.sweep.dir))
+        if status:
+            raise SystemExit(status)
+
+
+def summarize_interrupted() -> int | None:
+    """The summary of a multirun that ended without ``on_multirun_end`` (its launcher raised), or
+    ``None`` when no multirun is unfinished in this process.  Returns the exit status (1 at least)."""
+    config = ACTIVE.pop("config", None)
+    if config is None:
+        return None
+    return max(finish_sweep(config, str(config.hydra.sweep.dir)), 1)
