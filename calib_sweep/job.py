@@ -232,6 +232,8 @@ def _run_stages(cfg, record, stages, output_dir: Path, device, dtype, eval_sourc
 
     # A document source is read once: for the calibration set and, if listed, its held-out text.
     own_docs = None
+    # What came from the caches of work that does not depend on the calibration set.
+    record["caches"] = {}
 
     def calibrate(model=None):
         calib = build_calibration_set(
@@ -240,6 +242,7 @@ def _run_stages(cfg, record, stages, output_dir: Path, device, dtype, eval_sourc
             bos_token_id=bos, separator_token_id=separator,
         )
         record["calibration"] = calib.manifest()
+        record["caches"]["token_stream"] = calib.stream_cache
         write_json(output_dir / "calibration.json", record["calibration"], indent=1)
         log.info(
             "calibration set: %s seed=%d, %d x %d tokens from %d documents (sha256 %s)",
@@ -252,11 +255,11 @@ def _run_stages(cfg, record, stages, output_dir: Path, device, dtype, eval_sourc
         if cfg.dataset.loader not in ("mixture", "self_generated"):
             own_docs = load_documents(cfg.dataset)
         calib = None if needs_model(cfg.dataset) else calibrate()
-        eval_tokens = {
-            name: heldout_token_ids(source_cfg, tokenizer, docs=own_docs if name == cfg.dataset.name else None,
-                                    separator_token_id=separator)
-            for name, source_cfg in eval_sources.items()
-        }
+        eval_tokens = {}
+        for name, source_cfg in eval_sources.items():
+            info = record["caches"].setdefault(f"heldout_stream/{name}", {})
+            eval_tokens[name] = heldout_token_ids(source_cfg, tokenizer, docs=own_docs if name == cfg.dataset.name else None,
+                                                  separator_token_id=separator, info=info)
 
     run = WandbRun(cfg.get("logger"), record["config"], output_dir, name=output_dir.name, group=group,
                    tags=_tags(cfg), run_id=key[:32])
@@ -275,7 +278,9 @@ def _run_stages(cfg, record, stages, output_dir: Path, device, dtype, eval_sourc
     if cfg.method.name != "dense" and int(cfg.eval.get("kl_windows", 4)) > 0 and eval_tokens:
         with stages("verify"):  # the dense model's predictions on a few held-out windows
             kl_ids = _kl_windows(next(iter(eval_tokens.values())), int(cfg.eval.get("kl_windows", 4)), int(cfg.samples.seq_len), bos)
-            kl_reference = methods.reference_logprobs(model, kl_ids) if kl_ids is not None else None
+            if kl_ids is not None:
+                kl_reference, record["caches"]["kl_reference"] = methods.reference_logprobs_cached(
+                    model, kl_ids, models.model_identity(cfg.model))
 
     with stages("compress"):
         model = methods.compress(model, calib.input_ids.to(device), cfg.method)
@@ -316,6 +321,7 @@ def _run_stages(cfg, record, stages, output_dir: Path, device, dtype, eval_sourc
 
             dense = dense_baseline(cfg, evaluate_dense, own, texts=eval_tokens)
             record["dense"] = {"metrics": dense["metrics"], "key": dense["key"], "reused": dense["reused"]}
+            record["caches"]["dense_baseline"] = {"reused": dense["reused"], "key": dense["key"]}
             record["deltas"] = deltas(metrics, dense["metrics"])
     record.update(status="ok", metrics=metrics, evaluation=evaluation)
     run.log({**metrics, **{f"time/{k}": v for k, v in stages.timings.items()}})

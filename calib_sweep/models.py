@@ -328,6 +328,24 @@ def validate_model(model_cfg: Any) -> None:
         check_model_path(model_cfg.get("path"))  # a URL is named as given, with how to use a local copy
 
 
+def model_identity(model_cfg: Any) -> dict[str, Any]:
+    """What identifies a model's weights, for cache keys: the model config, plus the asset checksum
+    and conversion version (embedded), or each weight file's name, size and modification time (a
+    local folder; a Hub id is named with its revision by the config itself)."""
+    from omegaconf import OmegaConf
+
+    ident: dict[str, Any] = {"config": OmegaConf.to_container(model_cfg, resolve=True) if OmegaConf.is_config(model_cfg)
+                             else dict(model_cfg)}
+    if model_cfg.get("source") == "embedded" and model_cfg.get("asset") in assets.ASSETS:
+        ident["asset_sha256"] = assets.ASSETS[model_cfg.asset].sha256
+        ident["conversion"] = CONVERSION_VERSION
+    elif model_cfg.get("path") and Path(str(model_cfg.path)).is_dir():
+        ident["files"] = sorted(
+            (p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in Path(str(model_cfg.path)).iterdir() if p.is_file()
+        )
+    return ident
+
+
 def bos_token_id(model_cfg: Any, tokenizer) -> int | None:
     """The token to put in front of every calibration row and evaluation window, or ``None``.
 

@@ -20,10 +20,11 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from calib_sweep.data.sampling import CalibrationSet, draw_calibration_set, tokenize_documents
+from calib_sweep.data.sampling import CalibrationSet, draw_calibration_set, token_stream
 from calib_sweep.data.sources import (
     Document,
     load_documents,
@@ -281,12 +282,15 @@ def build_calibration_set(
 
 
 def heldout_token_ids(
-    dataset_cfg: Any, tokenizer, docs: list[Document] | None = None, separator_token_id: int | None = -1
+    dataset_cfg: Any, tokenizer, docs: list[Document] | None = None, separator_token_id: int | None = -1,
+    info: dict[str, Any] | None = None,
 ) -> torch.Tensor:
     """The held-out part of a source as one token stream; ``[n_tokens]`` int64.
 
     Documents are joined by ``separator_token_id`` as calibration streams are (``-1``: the tokenizer's
-    EOS token).  ``docs``: the source's documents when the caller already loaded them.
+    EOS token).  ``docs``: the source's documents when the caller already loaded them.  The stream is
+    cached (:func:`calib_sweep.data.sampling.token_stream`); ``info``, if given, receives
+    ``{"reused", "key"}``.
 
     Raises:
         ConfigError: the source has no held-out document.
@@ -297,4 +301,7 @@ def heldout_token_ids(
         raise ConfigError(
             f"dataset {dataset_cfg.name!r} has no held-out document. Fix: set its heldout_fraction > 0."
         )
-    return torch.tensor([t for ids in tokenize_documents(held, tokenizer, separator_token_id) for t in ids], dtype=torch.long)
+    stream, _, cache_info = token_stream(held, tokenizer, separator_token_id)
+    if info is not None:
+        info.update(cache_info)
+    return torch.from_numpy(np.array(stream, dtype=np.int64))

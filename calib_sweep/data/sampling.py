@@ -62,6 +62,8 @@ class CalibrationSet:
         extra: kind-specific manifest fields (mixture components, generation settings).
         bos_token_id: the BOS token put in front of every row (``None``: rows are plain slots).
         separator_token_id: the token that ends every document in the stream (``None``: none).
+        stream_cache: whether the token stream came from the cache (``{"reused", "key"}``; not part
+            of the manifest).
     """
 
     input_ids: torch.Tensor
@@ -75,6 +77,7 @@ class CalibrationSet:
     extra: dict[str, Any] = field(default_factory=dict)
     bos_token_id: int | None = None
     separator_token_id: int | None = None
+    stream_cache: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         if not self.token_sha256:
@@ -156,6 +159,41 @@ def tokenize_documents(docs: list[Document], tokenizer, separator_token_id: int 
     return [list(ids) + ([int(sep)] if sep is not None else []) for ids in encoded]
 
 
+def token_stream(
+    docs: list[Document], tokenizer, separator_token_id: int | None = -1
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Documents tokenized and joined into one stream (each followed by the separator), cached.
+
+    The stream depends only on the documents, the tokenizer and the separator, never on the
+    calibration set drawn from it, so it is computed once per (content, tokenizer, separator) and
+    read memory-mapped afterwards (:func:`calib_sweep.cache.cached_arrays`).  Tokenizers that are
+    not Hugging Face fast tokenizers are not cached.
+
+    Returns:
+        ``(stream, starts, info)``: ``int64 [n_tokens]`` (read-only when reused), the stream offset
+        of each document ``int64 [len(docs) + 1]`` (``starts[-1] == n_tokens``), and
+        ``{"reused": bool, "key": str | None}``.
+    """
+    from calib_sweep import cache
+
+    separator = tokenizer.eos_token_id if separator_token_id == -1 else separator_token_id
+
+    def compute() -> dict[str, np.ndarray]:
+        token_lists = tokenize_documents(docs, tokenizer, separator)
+        starts = np.cumsum([0] + [len(t) for t in token_lists]).astype(np.int64)
+        stream = np.fromiter((tok for toks in token_lists for tok in toks), dtype=np.int64, count=int(starts[-1]))
+        return {"stream": stream, "starts": starts}
+
+    fingerprint = cache.tokenizer_fingerprint(tokenizer)
+    if fingerprint is None:
+        arrays = compute()
+        return arrays["stream"], arrays["starts"], {"reused": False, "key": None}
+    ident = {"documents": cache.documents_fingerprint(docs), "n_documents": len(docs), "tokenizer": fingerprint,
+             "separator_token_id": separator}
+    arrays, info = cache.cached_arrays("token_streams", ident, compute)
+    return arrays["stream"], arrays["starts"], info
+
+
 def draw_calibration_set(
     docs: list[Document],
     tokenizer,
@@ -194,8 +232,7 @@ def draw_calibration_set(
     validate_samples(n_samples, seq_len, seed, prepend_bos=bos_token_id is not None)
     slot_len = seq_len - (bos_token_id is not None)  # stream tokens per row
     separator = tokenizer.eos_token_id if separator_token_id == -1 else separator_token_id
-    token_lists = tokenize_documents(docs, tokenizer, separator)
-    starts = np.cumsum([0] + [len(t) for t in token_lists])  # stream offset of each document
+    stream, starts, stream_cache = token_stream(docs, tokenizer, separator)  # starts: offset of each document
     total = int(starts[-1])
     slots = total // slot_len
     needed = (seed + 1) * n_samples
@@ -217,7 +254,6 @@ def draw_calibration_set(
         )
     order = np.random.default_rng(permutation_seed).permutation(slots)
     chosen = order[seed * n_samples : (seed + 1) * n_samples]
-    stream = np.fromiter((tok for toks in token_lists for tok in toks), dtype=np.int64, count=total)
     rows = np.stack([stream[s * slot_len : (s + 1) * slot_len] for s in chosen])
     if bos_token_id is not None:
         rows = np.concatenate([np.full((len(rows), 1), int(bos_token_id), dtype=np.int64), rows], axis=1)
@@ -247,4 +283,5 @@ def draw_calibration_set(
         documents_used=len(used),
         bos_token_id=None if bos_token_id is None else int(bos_token_id),
         separator_token_id=None if separator is None else int(separator),
+        stream_cache=stream_cache,
     )

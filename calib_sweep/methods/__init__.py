@@ -51,14 +51,14 @@ import torch
 
 from calib_sweep.errors import CompressionError, ConfigError  # noqa: F401 (re-exported)
 from calib_sweep.methods.hessian import calibration_sequences
-from calib_sweep.methods.kl import TopKLogprobs, kl_from_reference, reference_logprobs
+from calib_sweep.methods.kl import TopKLogprobs, kl_from_reference, reference_logprobs, reference_logprobs_cached
 from calib_sweep.methods.llmc import IGNORE, awq_family
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "KINDS", "IGNORE", "parse_structure", "validate_method", "build_recipe", "compress", "fingerprint",
-    "verify", "target_linears", "save", "sparsity_config", "SAVE_RECORD", "reference_logprobs", "kl_from_reference", "TopKLogprobs",
+    "verify", "target_linears", "save", "sparsity_config", "SAVE_RECORD", "reference_logprobs", "reference_logprobs_cached", "kl_from_reference", "TopKLogprobs",
     "calibration_sequences",
 ]
 
@@ -305,7 +305,9 @@ def compress(model, input_ids: torch.Tensor, method_cfg: Any, attention_mask: to
     elif name == "gptq" and method_cfg.get("backend") == "optimum":
         from calib_sweep.methods.optimum_backend import optimum_gptq
 
-        model = optimum_gptq(model, sequences, method_cfg)
+        model, group_perms = optimum_gptq(model, sequences, method_cfg)
+        if group_perms:  # act_order: groups follow gptqmodel's g_idx, not contiguous columns
+            record["group_perm"] = group_perms
     else:
         from calib_sweep.methods.llmc import run_oneshot
 
@@ -335,7 +337,8 @@ def verify(model, method_cfg: Any, before: dict[str, tuple[float, float]], toler
     ``tolerance`` (absolute, i.e. 0.1%) of ``method.sparsity``; for N:M every block of M along the
     input dimension holds at most N non-zeros.  Quantization: every group holds at most
     ``2**w_bits`` distinct values (SpQR: plus its full-precision outliers in that group, groups taken
-    in its act-order column order).  Every method except dense must change at least one layer.
+    in its act-order column order; gptq with ``backend: optimum`` and ``act_order``: groups taken as
+    gptqmodel's ``g_idx`` formed them).  Every method except dense must change at least one layer.
 
     Args:
         model: the compressed model.
@@ -379,7 +382,8 @@ def verify(model, method_cfg: Any, before: dict[str, tuple[float, float]], toler
             elif kind == "quantization":
                 allowed = 2 ** int(method_cfg.w_bits)
                 spqr = spqr_layers.get(layer_name)
-                distinct = _distinct_per_group(w, method_cfg.group_size, spqr.perm if spqr else None)
+                perm = spqr.perm if spqr else record.get("group_perm", {}).get(layer_name)
+                distinct = _distinct_per_group(w, method_cfg.group_size, perm)
                 figures["max_distinct_per_group"] = int(distinct.max())
                 figures["n_groups"] = int(distinct.numel())
                 excess = distinct

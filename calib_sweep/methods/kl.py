@@ -113,3 +113,53 @@ def kl_from_reference(model, token_ids: torch.Tensor, reference: torch.Tensor | 
         total += float(kl.double().sum())
         count += kl.numel()
     return max(total / max(count, 1), 0.0)
+
+
+def reference_logprobs_cached(
+    model, token_ids: torch.Tensor, model_ident: dict, top_k: int | None = 64
+) -> tuple[torch.Tensor | TopKLogprobs, dict]:
+    """:func:`reference_logprobs`, computed once per (model, windows, dtype, device type, top-k,
+    library versions) and then read from the cache (:func:`calib_sweep.cache.cached_arrays`).
+
+    The dense model's predictions on the KL windows do not depend on the calibration set, so every
+    job of a sweep over sets shares them.
+
+    Args:
+        model: the dense model (before compression).
+        token_ids: ``int64 [n_windows, seq_len]`` (BOS included when the model needs one).
+        model_ident: what identifies the weights (:func:`calib_sweep.models.model_identity`).
+        top_k: as for :func:`reference_logprobs`.
+
+    Returns:
+        ``(reference, {"reused": bool, "key": str})``; the reference as :func:`reference_logprobs`
+        returns it.
+    """
+    import hashlib
+    import importlib.metadata
+
+    import numpy as np
+
+    from calib_sweep import cache
+
+    _check_ids(token_ids)
+    param = next(model.parameters())
+    ident = {
+        "model": model_ident,
+        "tokens": hashlib.sha256(np.ascontiguousarray(token_ids.cpu().numpy().astype("<i8")).tobytes()).hexdigest(),
+        "shape": list(token_ids.shape),
+        "top_k": top_k,
+        "dtype": str(param.dtype),
+        "device_type": param.device.type,
+        "libraries": {name: importlib.metadata.version(name) for name in ("torch", "transformers")},
+    }
+
+    def compute() -> dict:
+        ref = reference_logprobs(model, token_ids, top_k)
+        if isinstance(ref, TopKLogprobs):
+            return {"values": ref.values.numpy(), "indices": ref.indices.numpy()}
+        return {"full": ref.numpy()}
+
+    arrays, info = cache.cached_arrays("kl_reference", ident, compute, mmap=False)
+    if "full" in arrays:
+        return torch.from_numpy(np.array(arrays["full"])), info
+    return TopKLogprobs(torch.from_numpy(np.array(arrays["values"])), torch.from_numpy(np.array(arrays["indices"]))), info
