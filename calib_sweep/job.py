@@ -287,6 +287,8 @@ def _run_stages(cfg, record, stages, output_dir: Path, device, dtype, eval_sourc
 
     with stages("verify"):
         record["compression"] = methods.verify(model, cfg.method, before)
+
+    with stages("evaluate"):  # the KL from the dense model is evaluation of the compressed model too
         if kl_reference is not None:
             kl = methods.kl_from_reference(model, kl_ids, kl_reference)
             record["compression"]["summary"]["kl_from_dense"] = kl
@@ -295,8 +297,6 @@ def _run_stages(cfg, record, stages, output_dir: Path, device, dtype, eval_sourc
                 "unit": "nats per token, KL(dense || compressed), dense top-64 + rest bucket",
             }
         log.info("compression check: %s", record["compression"]["summary"])
-
-    with stages("evaluate"):
         metrics, evaluation = evaluate_model(model, tokenizer, cfg.eval, eval_tokens, bos)
     if cfg.method.get("save", False):
         with stages("save"):  # last use of the compressed model: saving may pack it in memory
