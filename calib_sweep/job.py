@@ -120,6 +120,14 @@ def _kl_windows(tokens: torch.Tensor, windows: int, seq_len: int, bos_token_id: 
     return data if data.shape[0] else None
 
 
+def _resolved_dtype(cfg: DictConfig) -> str | None:
+    """The torch dtype ``cfg.dtype`` resolves to on this machine (``None`` when invalid: validate says why)."""
+    try:
+        return str(models.resolve_dtype(cfg.dtype, models.resolve_device(cfg.device)))
+    except ConfigError:
+        return None
+
+
 def _tags(cfg: DictConfig) -> list[str]:
     """W&B tags of a job: method, model, calibration source, seed."""
     return [f"method:{cfg.method.name}", f"model:{cfg.model.name}", f"source:{cfg.dataset.name}", f"seed:{cfg.seed}"]
@@ -156,7 +164,7 @@ def run_job(
     output_dir = Path(output_dir)
     stages = _Stages()
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    key = config_key(resolved)
+    key = config_key(resolved, _resolved_dtype(cfg))
     claim_job_folder(output_dir, key)
     (output_dir / "traceback.txt").unlink(missing_ok=True)  # from an earlier failed run of this job
     resume_cfg = cfg.get("resume") or {}
@@ -174,6 +182,7 @@ def run_job(
             write_json(output_dir / "skipped.json", skipped)
             return skipped
     record: dict[str, Any] = {"status": "running", "config_key": key, "config": resolved, "versions": versions()}
+    record.update(models.weights_record(cfg.model))  # "weights": pretrained | random (model.init=random: timing only)
     run: WandbRun | None = None
     device = None
     with runtime.TerminationSignals() as signals:
@@ -184,8 +193,8 @@ def run_job(
                 dtype = models.resolve_dtype(cfg.dtype, device)
                 eval_sources = _eval_sources(cfg)
                 threads, reason = runtime.resolve_threads(cfg.get("threads", "auto"), launcher)
-                record["runtime"] = {**runtime.apply_threads(threads), "threads_reason": reason,
-                                     "cores_available": runtime.available_cores()}
+                record["runtime"] = {"device": str(device), "dtype": str(dtype), **runtime.apply_threads(threads),
+                                     "threads_reason": reason, "cores_available": runtime.available_cores()}
                 log.info("torch threads: %d (%s)", threads, reason)
             _run_stages(cfg, record, stages, output_dir, device, dtype, eval_sources, group, key)
             run = record.pop("_run", None)

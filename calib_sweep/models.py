@@ -2,7 +2,12 @@
 
 Model configs (``conf/model/*.yaml``) have ``source: embedded`` (a registry asset converted once
 from GGUF to a plain Hugging Face folder in the cache) or ``source: pretrained`` (``path`` is a Hub id
-or a local folder, passed to ``from_pretrained`` as is).
+or a local folder, passed to ``from_pretrained`` as is), or ``source: config`` (no checkpoint: the
+architecture is the ``config`` mapping of the YAML file, for ``init: random``).
+
+``init: random`` (``model.init=random``; ``+model.init=random`` on configs without the key) builds the
+architecture with seeded random weights instead of loading any: for timing and memory only, where
+real weights cannot travel (an air-gapped GPU machine).  See :func:`random_model`.
 """
 
 from __future__ import annotations
@@ -46,8 +51,10 @@ def resolve_device(device: str) -> torch.device:
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """Map ``dtype`` (``auto``, ``float32``, ``float16``, ``bfloat16``) to a torch dtype.
 
-    ``auto`` is bfloat16 on CUDA (float16 where bf16 is unsupported) and float32 elsewhere, since
-    half-precision matmuls are slow or inexact on CPUs.
+    ``auto`` is bfloat16 on CUDA (float16 where bf16 is unsupported) and float32 elsewhere.  On CPUs
+    with native bf16 (avx512_bf16), ``dtype=bfloat16`` works and the default job runs 1.6x faster, but
+    it moved GPTQ held-out perplexity by 3.6 across-calibration-set SDs and mean zero-shot accuracy by
+    2.9 SDs (``bench/bf16_cpu.py``, 2026-11-30, README "Performance"), so ``auto`` stays float32 on CPUs.
 
     Raises:
         ConfigError: unknown dtype name.
@@ -269,6 +276,11 @@ def model_path(model_cfg: Any) -> str:
         calib_sweep.assets.AssetError: the embedded model cannot be fetched.
     """
     validate_model(model_cfg)  # unknown source or non-boolean flags
+    if model_cfg.source == "config":
+        raise ConfigError(
+            f"model {model_cfg.get('name')!r} has source: config (an architecture without a checkpoint): it has no "
+            "weights or tokenizer files to read. Fix: model.init=random and model.tokenizer=<model config name or folder>."
+        )
     if model_cfg.source == "embedded":
         if model_cfg.get("asset") not in assets.ASSETS:
             raise ConfigError(
@@ -289,17 +301,33 @@ def _pretrained_kwargs(model_cfg: Any) -> dict[str, Any]:
 
 
 def load_config(model_cfg: Any):
-    """Load only the model's ``config.json`` (no weights): used for validation before loading."""
+    """Load only the model's ``config.json`` (no weights): used for validation before loading.
+
+    With ``init: random`` the architecture is :func:`random_init_config` (``model.config`` fields,
+    over the source's ``config.json`` unless ``source: config``).
+    """
     from transformers import AutoConfig
 
+    if is_random_init(model_cfg):
+        return random_init_config(model_cfg)
     return AutoConfig.from_pretrained(model_path(model_cfg), **_pretrained_kwargs(model_cfg))
 
 
 def load_tokenizer(model_cfg: Any):
-    """Load the tokenizer (fast tokenizer where available)."""
+    """Load the tokenizer (fast tokenizer where available).
+
+    ``model.tokenizer`` (a model config name such as ``smollm2_135m``, a folder or a Hub id) replaces
+    the source's own tokenizer.  With ``init: random`` a tokenizer with more tokens than the model's
+    ``vocab_size`` is cut to fit (:func:`fit_tokenizer`), so no token id is ever out of range.
+    """
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(model_path(model_cfg), **_pretrained_kwargs(model_cfg))
+    where = tokenizer_location(model_cfg)
+    kwargs = _pretrained_kwargs(model_cfg) if model_cfg.get("tokenizer") is None else {}
+    tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
+    if is_random_init(model_cfg):
+        tokenizer = fit_tokenizer(tokenizer, int(load_config(model_cfg).vocab_size))
+    return tokenizer
 
 
 def validate_model(model_cfg: Any) -> None:
@@ -310,8 +338,9 @@ def validate_model(model_cfg: Any) -> None:
             not a boolean (e.g. ``model.prepend_bos=maybe``), or a ``separator_token`` that is not a
             non-empty string or null.
     """
-    if model_cfg.get("source") not in ("embedded", "pretrained"):
+    if model_cfg.get("source") not in ("embedded", "pretrained", "config"):
         raise ConfigError(f"model.source={model_cfg.get('source')!r} is unknown. Fix: use 'embedded' or 'pretrained'.")
+    _validate_init(model_cfg)
     for flag in ("prepend_bos", "trust_remote_code"):
         value = model_cfg.get(flag, False)
         if not isinstance(value, bool):
@@ -369,10 +398,280 @@ def load_model(model_cfg: Any, device: torch.device, dtype: torch.dtype):
     """Load the causal LM's weights in ``dtype`` onto ``device``, in eval mode."""
     from transformers import AutoModelForCausalLM
 
+    if is_random_init(model_cfg):
+        return random_model(model_cfg, device, dtype)
     model = AutoModelForCausalLM.from_pretrained(model_path(model_cfg), dtype=dtype, **_pretrained_kwargs(model_cfg))
     model.to(device)
     model.eval()
     return model
+
+
+# --- model.init=random: an architecture with seeded random weights (timing and memory only) -------
+
+#: ``model.init`` values: weights from the checkpoint, or drawn at random.
+INITS = ("pretrained", "random")
+
+#: Config fields of the source's ``config.json`` that describe a checkpoint file rather than the architecture.
+_CHECKPOINT_FIELDS = ("_name_or_path", "_model_name_or_path", "transformers_version", "dtype", "torch_dtype",
+                      "quantization_config", "_commit_hash")
+
+
+def is_random_init(model_cfg: Any) -> bool:
+    """True when ``model.init`` is ``random`` (a config without the key loads its checkpoint)."""
+    return model_cfg.get("init", "pretrained") == "random"
+
+
+def _plain(value: Any) -> Any:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def _validate_init(model_cfg: Any) -> None:
+    """Checks of ``init``, ``init_seed``, ``config`` and ``tokenizer`` (no file read)."""
+    init = model_cfg.get("init", "pretrained")
+    if init not in INITS:
+        raise ConfigError(f"model.init={init!r} is unknown. Fix: model.init=pretrained or model.init=random.")
+    fields = _plain(model_cfg.get("config"))
+    if fields is not None and not isinstance(fields, dict):
+        raise ConfigError(f"model.config={fields!r} must be a mapping of Hugging Face config fields or null.")
+    tokenizer = model_cfg.get("tokenizer")
+    if tokenizer is not None and (not isinstance(tokenizer, str) or not tokenizer):
+        raise ConfigError(f"model.tokenizer={tokenizer!r} must be a model config name, a folder or a Hub id, or null.")
+    if init != "random":
+        if model_cfg.get("source") == "config":
+            raise ConfigError(
+                f"model {model_cfg.get('name')!r} is an architecture without weights (source: config). "
+                "Fix: model.init=random (timing and memory only)."
+            )
+        if fields:
+            raise ConfigError(
+                "model.config (architecture fields) applies only to model.init=random: a checkpoint keeps its own. "
+                "Fix: model.init=random, or drop model.config."
+            )
+        return
+    seed = model_cfg.get("init_seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"model.init_seed={seed!r} must be an integer >= 0. Fix: e.g. model.init_seed=0.")
+    if model_cfg.get("source") == "config":
+        if not fields or not fields.get("model_type"):
+            raise ConfigError(
+                f"model {model_cfg.get('name')!r} (source: config) needs model.config with a model_type "
+                "(e.g. llama) and the architecture's fields."
+            )
+        if tokenizer is None:
+            raise ConfigError(
+                f"model {model_cfg.get('name')!r} (source: config) has no tokenizer of its own. "
+                "Fix: model.tokenizer=smollm2_135m (a model config name), or a folder with tokenizer files."
+            )
+
+
+def random_init_config(model_cfg: Any):
+    """The architecture of a ``model.init=random`` model: a ``transformers`` config, no weights read.
+
+    ``source: config``: built from the ``model.config`` mapping alone (it names ``model_type``).
+    Otherwise the source's ``config.json`` (embedded or pretrained), with ``model.config`` fields
+    over it.  A ``num_hidden_layers`` smaller than ``layer_types`` cuts that list to match (the first
+    decoder layers of the architecture, e.g. for timing a few layers of a 7B shape).
+
+    Raises:
+        ConfigError: unknown ``model_type`` or a field the config class refuses.
+    """
+    from transformers import AutoConfig
+
+    validate_model(model_cfg)
+    fields = dict(_plain(model_cfg.get("config")) or {})
+    base: dict[str, Any] = {}
+    if model_cfg.source != "config":
+        base = AutoConfig.from_pretrained(model_path(model_cfg), **_pretrained_kwargs(model_cfg)).to_dict()
+    merged = {k: v for k, v in {**base, **fields}.items() if k not in _CHECKPOINT_FIELDS}
+    layers, types = merged.get("num_hidden_layers"), merged.get("layer_types")
+    if isinstance(layers, int) and isinstance(types, list) and len(types) > layers:
+        merged["layer_types"] = types[:layers]
+    model_type = merged.pop("model_type", None)
+    try:
+        return AutoConfig.for_model(model_type, **merged)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ConfigError(
+            f"model.config of {model_cfg.get('name')!r} is not a valid {model_type!r} config: {str(exc).splitlines()[0]}"
+        ) from None
+
+
+def tokenizer_location(model_cfg: Any) -> str:
+    """What ``AutoTokenizer.from_pretrained`` reads: ``model.tokenizer`` or the model's own folder / Hub id.
+
+    ``model.tokenizer`` may name another model config (``conf/model/<name>.yaml``, e.g.
+    ``smollm2_135m``: that model's tokenizer, the embedded one converted once like its weights), a
+    local folder holding tokenizer files, or a Hub id.
+    """
+    value = model_cfg.get("tokenizer")
+    if value is None:
+        return model_path(model_cfg)
+    named = Path(__file__).resolve().parent / "conf" / "model" / f"{value}.yaml"
+    if "/" not in str(value) and named.is_file():
+        from omegaconf import OmegaConf
+
+        other = OmegaConf.load(named)
+        if other.get("tokenizer") is not None or other.get("source") == "config":
+            raise ConfigError(f"model.tokenizer={value!r} names a model config without a tokenizer of its own.")
+        return model_path(other)
+    return str(value)
+
+
+def fit_tokenizer(tokenizer, vocab_size: int):
+    """The tokenizer, cut to a model's ``vocab_size`` when it has more tokens; else unchanged.
+
+    A random-weight model may have a smaller vocabulary than the tokenizer it borrows (the Llama-2-7B
+    shape has 32,000 tokens, SmolLM2's tokenizer 49,152).  Token ids are not clamped or wrapped (that
+    would merge unrelated tokens and break decoding); the tokenizer itself is cut, deterministically: a
+    BPE vocabulary keeps its first ``vocab_size`` tokens and only the merges whose two parts and result
+    are among them.  SmolLM2's byte-level BPE numbers its tokens in merge order after the 256 byte
+    symbols, so the cut tokenizer is the same BPE stopped after its first ``vocab_size - 252`` merges:
+    every text still encodes (into more, shorter tokens) and decodes back exactly.  What was done is
+    kept in ``tokenizer.init_vocabulary`` (also logged).
+
+    Raises:
+        ConfigError: the tokenizer cannot be cut losslessly (not BPE, a special token or a byte symbol
+            beyond ``vocab_size``).
+    """
+    import json
+    import logging
+
+    from tokenizers import Tokenizer, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    total = len(tokenizer)
+    if total <= vocab_size:
+        tokenizer.init_vocabulary = {"tokenizer_tokens": total, "model_vocab_size": vocab_size, "cut": False}
+        return tokenizer
+    fix = f"Fix: set model.config.vocab_size={total} (the tokenizer's size) or use a tokenizer with at most {vocab_size} tokens."
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    spec = json.loads(backend.to_str()) if backend is not None else {}
+    model = spec.get("model") or {}
+    if model.get("type") != "BPE":
+        raise ConfigError(f"the tokenizer has {total} tokens, more than the model's vocab_size={vocab_size}, "
+                          f"and is not a BPE tokenizer that can be cut. {fix}")
+    original, vocab = model["vocab"], {piece: i for piece, i in model["vocab"].items() if i < vocab_size}
+    prefix = model.get("continuing_subword_prefix") or ""
+    merges = []
+    for merge in model["merges"]:
+        left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
+        merged = left + (right[len(prefix):] if prefix and right.startswith(prefix) else right)
+        if left in vocab and right in vocab and merged in vocab:
+            merges.append(merge)
+    model["vocab"], model["merges"] = vocab, merges
+    special = {name: getattr(tokenizer, f"{name}_token") for name in ("bos", "eos", "unk", "pad")}
+    dropped = [t for t in spec.get("added_tokens", []) if t["id"] >= vocab_size]
+    if any(t["content"] in special.values() for t in dropped):
+        raise ConfigError(f"a special token of the tokenizer lies beyond the model's vocab_size={vocab_size}. {fix}")
+    spec["added_tokens"] = [t for t in spec.get("added_tokens", []) if t["id"] < vocab_size]
+    if "ByteLevel" in json.dumps(spec.get("pre_tokenizer")):  # every byte is one of 256 symbols
+        needed = pre_tokenizers.ByteLevel.alphabet()
+    elif model.get("byte_fallback"):  # unknown characters become <0xNN> byte pieces
+        needed = [f"<0x{b:02X}>" for b in range(256)]
+    else:
+        needed = None
+    # The byte symbols the full tokenizer has must all survive (SmolLM2's lacks 21 of the 256, bytes
+    # that UTF-8 text never holds; the cut tokenizer lacks exactly those too).
+    if needed is None or any(symbol in original and symbol not in vocab for symbol in needed):
+        raise ConfigError(f"cutting the tokenizer to vocab_size={vocab_size} would lose byte symbols: some text "
+                          f"would not encode. {fix}")
+    cut = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(json.dumps(spec)),
+        **{f"{name}_token": value for name, value in special.items() if value is not None},
+        model_max_length=tokenizer.model_max_length,
+    )
+    cut.init_vocabulary = {
+        "tokenizer_tokens": total, "model_vocab_size": vocab_size, "cut": True, "tokens_kept": len(cut),
+        "merges_kept": len(merges), "rule": "tokenizer cut to its first vocab_size tokens and the merges among them",
+    }
+    logging.getLogger(__name__).info(
+        "model.init=random: tokenizer cut from %d to %d tokens (%d merges) to fit vocab_size=%d",
+        total, len(cut), len(merges), vocab_size,
+    )
+    return cut
+
+
+def random_model(model_cfg: Any, device: torch.device, dtype: torch.dtype):
+    """The architecture of :func:`random_init_config` with random weights, in eval mode on ``device``.
+
+    The weights are the architecture's own initialisation in ``transformers`` (Llama: normal with
+    ``initializer_range`` 0.02, norms 1), drawn on ``device`` directly (a 7B shape never passes
+    through host memory) from a generator seeded with ``model.init_seed``; the global random state
+    is left as it was.  The same seed, device type and dtype give the same weights (CPU and CUDA
+    draw different numbers).  Timing and memory only: such a model predicts nothing.
+    """
+    from transformers import AutoModelForCausalLM
+
+    config = random_init_config(model_cfg)
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(int(model_cfg.get("init_seed", 0)))
+        with torch.device(device):
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    # llmcompressor's oneshot loads a processor from the model's _name_or_path (empty for a model made
+    # from a config) even for tokenized data: point it at a folder like a checkpoint's, minus weights.
+    model.config._name_or_path = str(random_init_folder(model_cfg))
+    model.eval()
+    return model
+
+
+def random_init_folder(model_cfg: Any) -> Path:
+    """A folder with the random-init model's ``config.json`` and its (cut) tokenizer, and no weights.
+
+    It stands where a checkpoint folder would for code that reads one by the model's ``_name_or_path``
+    (llmcompressor's ``oneshot`` loads its processor from there).  Written once per (architecture,
+    tokenizer) under ``cache_dir()/models/random-init-*``, atomically (a temporary name, then a rename).
+    """
+    import hashlib
+    import json
+
+    config = random_init_config(model_cfg)
+    ident = {"config": config.to_dict(), "tokenizer": tokenizer_location(model_cfg)}
+    if Path(ident["tokenizer"]).is_dir():
+        ident["files"] = sorted((f.name, f.stat().st_size, int(f.stat().st_mtime))
+                                for f in Path(ident["tokenizer"]).iterdir() if f.is_file())
+    key = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    folder = assets.cache_dir() / "models" / f"random-init-{key}"
+    if (folder / "config.json").is_file():
+        return folder
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    config.save_pretrained(tmp)
+    load_tokenizer(model_cfg).save_pretrained(tmp)
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (folder / "config.json").is_file():
+            raise
+    return folder
+
+
+def weights_record(model_cfg: Any) -> dict[str, Any]:
+    """What ``results.json`` says about the weights: ``{"weights": "pretrained"}``, or for
+    ``model.init=random`` ``{"weights": "random", "random_init": {seed, architecture, tokenizer,
+    vocabulary rule, ...}}``.  Reads no file and never raises (it is written before validation)."""
+    if not is_random_init(model_cfg):
+        return {"weights": "pretrained"}
+    try:
+        fields = dict(_plain(model_cfg.get("config")) or {})
+    except Exception:  # a malformed config is reported by validation
+        fields = {}
+    return {
+        "weights": "random",
+        "random_init": {
+            "purpose": "timing and memory only: the weights are random, so its metrics measure nothing",
+            "seed": model_cfg.get("init_seed", 0),
+            "architecture": ("model.config (shipped in conf/model)" if model_cfg.get("source") == "config"
+                             else f"config.json of the {model_cfg.get('source')} model, model.config fields over it"),
+            "config_fields": fields,
+            "tokenizer": model_cfg.get("tokenizer") or "the model's own",
+            "vocabulary": "a tokenizer with more tokens than the model's vocab_size is cut to its first vocab_size "
+                          "tokens (BPE: and the merges among them); token ids are never clamped",
+            "same_weights_for": "the same seed, architecture, device type and dtype",
+        },
+    }
 
 
 def linear_shapes(config) -> dict[str, tuple[int, int]]:

@@ -108,13 +108,17 @@ def write_results(folder: str | os.PathLike, record: dict[str, Any]) -> Path:
 _NOT_IN_KEY = ("logger", "resume")
 
 
-def config_key(resolved: dict[str, Any]) -> str:
-    """SHA-256 (hex) of a job's resolved config without ``logger`` and ``resume``.
+def config_key(resolved: dict[str, Any], dtype: str | None = None) -> str:
+    """SHA-256 (hex) of a job's resolved config without ``logger`` and ``resume``, plus the torch
+    dtype ``dtype=auto`` resolved to (``dtype``, e.g. ``"torch.float32"``), when given.
 
     Two jobs with the same key compute the same numbers (on the same hardware): the key drives
-    resume (skip finished jobs) and the W&B run id (no duplicate runs when a sweep is rerun).
+    resume (skip finished jobs) and the W&B run id (no duplicate runs when a sweep is rerun).  The
+    resolved dtype is part of it, so a bf16 result on a GPU never stands in for an fp32 one on a CPU.
     """
     payload = {k: v for k, v in resolved.items() if k not in _NOT_IN_KEY}
+    if dtype is not None:
+        payload["_resolved_dtype"] = dtype
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 

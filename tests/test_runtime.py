@@ -128,6 +128,7 @@ def test_rerun_in_the_same_folder_removes_a_stale_traceback(tiny_model_dir, tiny
         torch.set_num_threads(before)
     assert record["status"] == "ok" and not (folder / "traceback.txt").exists()
     assert record["runtime"]["threads"] == 1 and record["runtime"]["threads_reason"] == "threads config key"
+    assert (record["runtime"]["dtype"], record["runtime"]["device"]) == ("torch.float32", "cpu")
     # Every file of the job folder is readable by others (results.json used to be 0600).
     assert (folder / "results.json").stat().st_mode & 0o777 == 0o644 & ~_umask()
     assert (folder / "calibration.json").is_file()

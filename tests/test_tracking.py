@@ -58,3 +58,11 @@ def test_disabled_logger_makes_no_run(tmp_path):
     assert run.info == {"mode": "disabled", "id": None}
     run.log({"a": 1.0})
     run.finish()
+
+
+def test_resolved_dtype_is_part_of_the_config_key():
+    from calib_sweep.tracking import config_key
+
+    resolved = {"dtype": "auto", "method": {"name": "gptq"}, "logger": {"mode": "offline"}}
+    assert config_key(resolved, "torch.float32") != config_key(resolved, "torch.bfloat16")
+    assert config_key(resolved, "torch.float32") == config_key({**resolved, "logger": None}, "torch.float32")
