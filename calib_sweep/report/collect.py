@@ -6,7 +6,8 @@ A *job folder* is a folder that holds ``results.json`` or a Hydra ``.hydra/`` fo
 ``multirun/`` root, one sweep (``multirun/<date>/<time>``), one job folder or ``outputs/`` all work, and
 several may be combined.  When the same job (same config and seed) appears more than once (a rerun in a
 second sweep), the best record wins: ``ok`` over ``failed`` over ``missing``, then the newest; the others
-are kept as ``superseded``.
+are kept as ``superseded``.  Jobs with random weights (``model.init=random``, ``results.json`` says
+``weights: random``: timing and memory only) are never reported beside jobs with real weights.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class Job:
         wandb_mode: ``results.json["wandb"]["mode"]`` (``online``, ``offline``, ``disabled``) or None.
         wandb_id: ``results.json["wandb"]["id"]``: the run's id, None when no run was made (``logger=none``).
         mtime: modification time of ``results.json`` (seconds since the epoch), 0 when missing.
+        weights: ``results.json["weights"]``: ``pretrained`` or ``random`` (``model.init=random``); from the
+            config (``model.init``) for records without the key.
     """
 
     folder: Path
@@ -62,6 +65,7 @@ class Job:
     wandb_id: str | None = None
     mtime: float = 0.0
     variant: str = ""
+    weights: str = "pretrained"
 
     def get(self, dotted: str, default: Any = None) -> Any:
         """A config value by dotted path (``samples.n_samples``), or ``default``."""
@@ -176,7 +180,9 @@ def read_job(folder: Path) -> Job:
     """Read one job folder (see the module docstring for the statuses)."""
     results = folder / RESULTS_FILE
     if not results.is_file():
-        return Job(folder=folder, status="missing", config=_hydra_config(folder), error="no results.json (running or killed)")
+        config = _hydra_config(folder)
+        return Job(folder=folder, status="missing", config=config, error="no results.json (running or killed)",
+                   weights=_weights(None, config))
     mtime = results.stat().st_mtime
     try:
         record = json.loads(results.read_text(encoding="utf-8"))
@@ -190,6 +196,7 @@ def read_job(folder: Path) -> Job:
     dense = record.get("dense") if isinstance(record.get("dense"), dict) else {}
     job = Job(folder=folder, status=str(record.get("status", "failed")), config=config,
               wandb_mode=wandb_info.get("mode"), wandb_id=wandb_info.get("id") or None, mtime=mtime, dense_metrics=_numeric(dense.get("metrics")))
+    job.weights = _weights(record.get("weights"), config)
     if job.status == "ok":
         job.metrics = _numeric(record.get("metrics"))
     else:
@@ -199,6 +206,36 @@ def read_job(folder: Path) -> Job:
         else:
             job.error = f"{record.get('error_type', 'Error')} at {record.get('stage', '?')}: {record.get('error', '')}".strip()
     return job
+
+
+def _weights(recorded: Any, config: dict[str, Any]) -> str:
+    """``random`` when the record says so or the config has ``model.init: random``, else ``pretrained``."""
+    model = config.get("model") if isinstance(config, dict) else None
+    init = model.get("init") if isinstance(model, dict) else None
+    return "random" if recorded == "random" or init == "random" else "pretrained"
+
+
+def check_weights(jobs: list[Job]) -> None:
+    """Refuse to report jobs with random weights (``model.init=random``) beside jobs with real ones.
+
+    Random-weight jobs exist for timing and memory (bench/gpu_paper_size.py on an air-gapped GPU); their
+    perplexity and accuracy mean nothing, so a table that holds both would mislead.  A report of
+    random-weight jobs alone is written, with a note on stderr.
+
+    Raises:
+        ReportError: both kinds are present (superseded records are not counted).
+    """
+    counted = [job for job in jobs if job.status != "superseded"]
+    random = [job for job in counted if job.weights == "random"]
+    if random and len(random) < len(counted):
+        raise ReportError(
+            f"{len(random)} job(s) have random weights (model.init=random, weights: random in results.json: timing and "
+            f"memory only, e.g. {random[0].folder}) and {len(counted) - len(random)} have real weights: the report "
+            "does not put them side by side. Fix: report the random-weight sweeps separately (or not at all)"
+        )
+    if random:
+        print(f"calib-sweep-report: note: all {len(random)} jobs have random weights (model.init=random): "
+              "their metrics measure nothing; only timings and memory mean something", file=sys.stderr)
 
 
 def _hydra_config(folder: Path) -> dict[str, Any]:
@@ -257,7 +294,8 @@ def load_jobs(paths: Iterable[str | os.PathLike]) -> list[Job]:
 
     Raises:
         ReportError: a path does not exist or is not a folder, or no job folder is found under any of
-            them (folders without jobs beside ones with jobs are skipped with a note on stderr).
+            them (folders without jobs beside ones with jobs are skipped with a note on stderr), or
+            random-weight jobs are mixed with real ones (:func:`check_weights`).
     """
     paths = [Path(p) for p in paths]
     if not paths:
@@ -292,6 +330,7 @@ def load_jobs(paths: Iterable[str | os.PathLike]) -> list[Job]:
             best[key] = job
         else:
             job.status, job.error = "superseded", f"superseded by {current.folder}"
+    check_weights(jobs)
     return sorted(jobs, key=lambda j: (tuple(str(x) for x in j.group), j.seed if j.seed is not None else -1, str(j.folder)))
 
 
