@@ -74,7 +74,7 @@ def main() -> None:
         _app()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        interrupted = sweep_summary.summarize_interrupted() if code else None
+        interrupted = sweep_summary.summarize_interrupted(code) if code else None
         if interrupted is not None:
             sys.exit(max(code, interrupted))
         if code == 1 and not sweep_summary.STARTED["any"]:

@@ -30,6 +30,7 @@ from typing import Any, Callable
 import numpy as np
 
 from calib_sweep import assets
+from calib_sweep.tracking import make_readable
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,7 @@ def _store(folder: Path, key: str, ident: dict[str, Any], arrays: dict[str, np.n
         try:
             with os.fdopen(fd, "wb") as handle:
                 np.save(handle, np.ascontiguousarray(array))
+            make_readable(tmp)
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -121,6 +123,7 @@ def _store(folder: Path, key: str, ident: dict[str, Any], arrays: dict[str, np.n
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}.", suffix=".json.part")
     with os.fdopen(fd, "w") as handle:
         json.dump({"files": files, "ident": ident}, handle, default=str)
+    make_readable(tmp)
     os.replace(tmp, folder / f"{key}.json")
 
 

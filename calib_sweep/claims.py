@@ -148,7 +148,8 @@ class ClaimFolders(Callback):
         claimed = claim_folder(wanted, kind)
         if str(claimed) == wanted:
             return
-        print(f"calib_sweep: {kind} folder {wanted} is in use by another {kind}; writing to {claimed}", file=sys.stderr)
+        print(f"calib_sweep: {kind} folder {wanted} already belongs to another {kind} (running or finished); "
+              f"writing to {claimed}", file=sys.stderr)
         with read_write(config.hydra), open_dict(config.hydra):
             config.hydra[kind].dir = str(claimed)
             # Jobs of a sweep are composed again from these overrides (Hydra's load_sweep_config),

@@ -46,6 +46,7 @@ from calib_sweep.tracking import (
     config_key,
     find_finished,
     index_entry,
+    make_readable,
     register_finished,
     replay_run,
     versions,
@@ -310,6 +311,7 @@ def _run_stages(cfg, record, stages, output_dir: Path, device, dtype, eval_sourc
     if cfg.method.get("save", False):
         with stages("save"):  # last use of the compressed model: saving may pack it in memory
             record["saved_model"] = str(methods.save(model, cfg.method, output_dir / "model", tokenizer))
+            make_readable(output_dir / "model")
     summary = record["compression"]["summary"]
     for name in ("mean_sparsity", "kl_from_dense", "avg_bits"):
         if isinstance(summary.get(name), (int, float)):

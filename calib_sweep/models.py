@@ -224,7 +224,8 @@ def document_separator(model_cfg: Any, tokenizer) -> int:
     if token_id is None or token_id == tokenizer.unk_token_id and str(name) != tokenizer.unk_token:
         raise ConfigError(
             f"model.separator_token={name!r} is not a token of {model_cfg.get('name')!r}'s vocabulary. "
-            f"Fix: use its end-of-text token, e.g. model.separator_token={tokenizer.eos_token!r}, or null for the EOS token."
+            f"Fix: use the model's end-of-text (document separator) token, e.g. '<|endoftext|>', '</s>' or '<eos>', "
+            f"or null for its EOS token ({tokenizer.eos_token!r})."
         )
     return int(token_id)
 
@@ -256,6 +257,9 @@ def _embedded_folder(model_cfg: Any) -> Path:
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     del model
+    from calib_sweep.tracking import make_readable
+
+    make_readable(tmp)
     if folder.exists():  # another process finished first
         shutil.rmtree(tmp, ignore_errors=True)
     else:
@@ -351,10 +355,16 @@ def validate_model(model_cfg: Any) -> None:
             f"model.separator_token={separator!r} must be a token string (e.g. '<|endoftext|>') or null (the EOS token). "
             "Fix: model.separator_token=null."
         )
+    if model_cfg.get("source") == "embedded" and model_cfg.get("path"):
+        raise ConfigError(
+            f"model.path={model_cfg.path!r} is set, but model {model_cfg.get('name')!r} is embedded (its weights come from "
+            "a registry package) and would ignore it. Fix: model.source=pretrained model.path=<folder or org/name>, "
+            "or drop model.path."
+        )
     if model_cfg.get("source") == "pretrained":
         from calib_sweep.paths import check_model_path
 
-        check_model_path(model_cfg.get("path"))  # a URL is named as given, with how to use a local copy
+        check_model_path(model_cfg.get("path"), revision=model_cfg.get("revision"))  # URL, missing folder, offline Hub id
 
 
 def model_identity(model_cfg: Any) -> dict[str, Any]:

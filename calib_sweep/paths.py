@@ -360,19 +360,60 @@ def sha256(value: Any, chunk_bytes: int = 1 << 20) -> str:
 # model.path
 
 
-def check_model_path(value: Any, field: str = "model.path") -> None:
+def _check_local_or_hub_model(value: Any, field: str, revision: Any = None) -> None:
+    """A local folder must exist and hold ``config.json``; a Hub id (``org/name``) must be reachable
+    now or already in the local Hugging Face cache (else ``from_pretrained`` retries, then fails
+    with a traceback after the job started)."""
+    if value is None or not str(value).strip():
+        return  # empty: model_path() says so
+    text = str(value).strip()
+    path = Path(os.path.expanduser(text))
+    looks_local = text.startswith(("/", "./", "../", "~")) or path.exists() or text.count("/") != 1
+    if looks_local:
+        if not path.is_dir():
+            raise ConfigError(
+                f"{field}={text!r} is not a folder (nothing there) and not a Hub id (org/name). "
+                f"Fix: {field}=/path/to/a/model/folder (with config.json) or a Hub id such as org/name."
+            )
+        if not (path / "config.json").is_file():
+            raise ConfigError(
+                f"{field}={text!r} is a folder without config.json, so not a saved model. "
+                f"Fix: point {field} at the folder save_pretrained wrote (it holds config.json and the weights)."
+            )
+        return
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(text, "config.json", revision=None if revision is None else str(revision))
+    except Exception:  # noqa: BLE001 - a malformed id: from_pretrained's own message is clear enough then
+        return
+    if isinstance(cached, str):
+        return  # in the local Hugging Face cache: loads without the network
+    why = "HF_HUB_OFFLINE is set" if _truthy_env("HF_HUB_OFFLINE") else _probe("huggingface.co", 443, PROBE_TIMEOUT_S)
+    if why is not None:
+        raise ConfigError(
+            f"{field}={text!r} is a Hugging Face Hub id, the Hub is unreachable ({why}) and the model is not in the "
+            f"local Hugging Face cache. Fix: download it where the network is available (huggingface-cli download "
+            f"{text} --local-dir <folder>), then {field}=<folder>."
+        )
+
+
+def check_model_path(value: Any, field: str = "model.path", revision: Any = None) -> None:
     """Refuse a URL in ``model.path`` in one line (``from_pretrained`` reads only Hub ids and local folders).
 
-    A local folder or Hub id (``org/name``) passes untouched.  For a remote value the message names it
+    A local folder must exist and hold ``config.json``; a Hub id (``org/name``) must be reachable or in
+    the local Hugging Face cache (a short TCP probe of huggingface.co, once per process).  For a remote value the message names it
     exactly as given, says whether it could be read (unknown protocol, missing package, network
     unreachable, or reachable) and how to use it: ``hf://org/name`` -> ``model.path=org/name``; anything
     else -> download the folder, then ``model.path=/local/folder``.
 
     Raises:
-        ConfigError: ``value`` is a URL or remote URI.
+        ConfigError: ``value`` is a URL or remote URI, a missing folder, a folder without config.json,
+            or a Hub id that cannot be loaded now.
     """
     protocol = scheme(value)
     if protocol is None:
+        _check_local_or_hub_model(value, field, revision)
         return
     value = str(value).strip()
     check_remote(value, field, folder=True)  # unknown protocol / missing package / offline

@@ -179,11 +179,15 @@ def _log_to_wandb(config: DictConfig, summary: dict[str, Any]) -> None:
         log.warning("W&B sweep summary failed: %s", exc)
 
 
-def finish_sweep(config: DictConfig, sweep_dir: str | Path) -> int:
+def finish_sweep(config: DictConfig, sweep_dir: str | Path, at_least: int = 0) -> int:
     """Summarize a finished sweep: print the block, write ``summary.json``, log to W&B.
 
+    Args:
+        at_least: the status the process exits with anyway (e.g. 143 after SIGTERM); recorded when
+            higher than the jobs' own.
+
     Returns:
-        The exit status (:func:`exit_status`).
+        The exit status (:func:`exit_status`, or ``at_least`` when higher).
     """
     from calib_sweep.tracking import write_json
 
@@ -193,7 +197,7 @@ def finish_sweep(config: DictConfig, sweep_dir: str | Path) -> int:
         log.debug("could not expand the sweep's jobs: %s", exc)
         expected = None
     summary = summarize(sweep_dir, expected)
-    summary["exit_status"] = exit_status(summary)
+    summary["exit_status"] = max(exit_status(summary), int(at_least))
     write_json(Path(sweep_dir) / SUMMARY_FILE, summary)
     print(format_summary(summary), file=sys.stderr, flush=True)
     _log_to_wandb(config, summary)
@@ -225,10 +229,11 @@ class SweepSummary(Callback):
             raise SystemExit(status)
 
 
-def summarize_interrupted() -> int | None:
-    """The summary of a multirun that ended without ``on_multirun_end`` (its launcher raised), or
-    ``None`` when no multirun is unfinished in this process.  Returns the exit status (1 at least)."""
+def summarize_interrupted(code: int = 1) -> int | None:
+    """The summary of a multirun that ended without ``on_multirun_end`` (its launcher raised, or a
+    signal stopped it; ``code`` is the status the process exits with), or ``None`` when no multirun
+    is unfinished in this process.  Returns the exit status (``code`` at least, and at least 1)."""
     config = ACTIVE.pop("config", None)
     if config is None:
         return None
-    return max(finish_sweep(config, str(config.hydra.sweep.dir)), 1)
+    return finish_sweep(config, str(config.hydra.sweep.dir), at_least=max(int(code), 1))

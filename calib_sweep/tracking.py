@@ -67,6 +67,15 @@ def _file_mode() -> int:
     return 0o666 & ~mask
 
 
+def make_readable(path: str | os.PathLike) -> None:
+    """Give every file under ``path`` (or ``path`` itself) the mode of an ordinary new file (0644
+    under umask 022): libraries that write through ``mkstemp`` (safetensors, tokenizers) leave 0600."""
+    path = Path(path)
+    for item in [path] if path.is_file() else path.rglob("*"):
+        if item.is_file() and not item.is_symlink():
+            os.chmod(item, _file_mode())
+
+
 def write_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` atomically (temporary file in the same folder, then rename), with
     the permissions of an ordinary new file (0644 under the usual umask 022).

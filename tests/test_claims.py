@@ -53,7 +53,7 @@ def test_two_sweeps_started_at_once_in_one_folder_keep_all_results(tiny_model_di
                               stderr=subprocess.PIPE, text=True) for m in ("rtn", "magnitude")]
     outputs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outputs]
-    assert sum("is in use by another sweep; writing to multirun/same_2" in o[1] for o in outputs) == 1
+    assert sum("already belongs to another sweep (running or finished); writing to multirun/same_2" in o[1] for o in outputs) == 1
     methods_by_folder = {}
     for folder in (tmp_path / "multirun" / "same", tmp_path / "multirun" / "same_2"):
         records = [json.loads(p.read_text()) for p in folder.rglob("results.json")]

@@ -336,10 +336,22 @@ def test_storycloze_url_reaches_lm_eval_verbatim_and_is_hashed(served, isolated_
 # model.path (the helper models.py calls)
 
 
-def test_model_path_helper(offline, monkeypatch):
-    paths.check_model_path("/models/llama")  # local folder: untouched
-    paths.check_model_path("huggyllama/llama-7b")  # Hub id: untouched
+def test_model_path_helper(offline, monkeypatch, tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    paths.check_model_path(str(tmp_path / "model"))  # a saved model folder: fine
     paths.check_model_path(None)
+    with pytest.raises(ConfigError, match=r"model.path='/models/llama' is not a folder \(nothing there\)"):
+        paths.check_model_path("/models/llama")
+    with pytest.raises(ConfigError, match=r"is a folder without config.json"):
+        paths.check_model_path(str(tmp_path))
+    # A Hub id offline and not in the local Hugging Face cache: one line, before anything loads.
+    with pytest.raises(ConfigError, match=r"model.path='huggyllama/llama-7b' is a Hugging Face Hub id, the Hub is "
+                                          r"unreachable .* not in the local Hugging Face cache. Fix: download it"):
+        paths.check_model_path("huggyllama/llama-7b")
+    monkeypatch.setattr(paths, "_probe", lambda *a: None)  # online: left to from_pretrained
+    paths.check_model_path("huggyllama/llama-7b")
+    monkeypatch.setattr(paths, "_probe", lambda *a: "ConnectionRefusedError")
     with pytest.raises(ConfigError) as err:
         paths.check_model_path("https://example.org/models/llama")
     message = _one_line(err)

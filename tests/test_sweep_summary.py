@@ -40,7 +40,7 @@ def test_sweep_with_a_failed_job_exits_1_and_lists_both(tiny_model_dir, tiny_cor
     assert "2 jobs: 1 ok, 1 failed, 0 skipped (already done), 0 not started" in first
 
 
-def test_all_ok_sweep_exits_0_and_a_rerun_that_skips_everything_too(tiny_model_dir, tiny_corpus, tmp_path):
+def test_all_ok_sweep_exits_0_and_a_rerun_that_skips_everything_too(tiny_model_dir, tiny_corpus, tmp_path, capsys):
     base = ["-m", *tiny_overrides(tiny_model_dir, tiny_corpus), "method=dense", "seed=0,1", "threads=1"]
     first = run_cli([*base, "hydra.sweep.dir=multirun/a"], tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
@@ -48,6 +48,9 @@ def test_all_ok_sweep_exits_0_and_a_rerun_that_skips_everything_too(tiny_model_d
     again = run_cli([*base, "hydra.sweep.dir=multirun/b"], tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "2 jobs: 0 ok, 0 failed, 2 skipped (already done), 0 not started" in again.stderr
+    # The report of the rerun's folder follows skipped.json to the earlier results: 2 ok, none missing.
+    assert report_main([str(tmp_path / "multirun" / "b"), "--no-wandb", "-o", str(tmp_path / "rep")]) == 0
+    assert "jobs: 2 ok" in capsys.readouterr().out
 
 
 def test_config_error_before_any_job_exits_2(tmp_path):
@@ -74,3 +77,17 @@ def test_summary_counts_jobs_that_never_started_and_records_that_are_missing(tmp
     assert f"failed: {sweep}/2_c: no record" in text
     assert "not started: job 3 (seed=3)" in text
     assert sweep_summary.exit_status(summary) == 1
+
+
+def test_summary_records_the_exit_status_of_a_stopped_sweep(tmp_path):
+    from omegaconf import OmegaConf
+
+    sweep = tmp_path / "sweep"
+    (sweep / "0_a" / ".hydra").mkdir(parents=True)
+    (sweep / "0_a" / ".hydra" / "hydra.yaml").write_text("hydra:\n  job:\n    num: 0\n")
+    (sweep / "0_a" / "results.json").write_text('{"status": "ok"}')
+    config = OmegaConf.create({"hydra": {"sweeper": {"params": {}}, "overrides": {"task": ["seed=0"]}},
+                               "logger": {"enabled": False}})
+    assert sweep_summary.finish_sweep(config, sweep) == 0
+    assert sweep_summary.finish_sweep(config, sweep, at_least=143) == 143  # SIGTERM stopped it
+    assert _summary(sweep)["exit_status"] == 143

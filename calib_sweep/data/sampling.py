@@ -246,11 +246,12 @@ def draw_calibration_set(
     elif slots < needed:
         can_give = slots // n_samples
         window = f"seq_len={seq_len}" + (f" (BOS + {slot_len} text tokens)" if bos_token_id is not None else "")
+        fix = (f"use seed<{can_give}, lower samples.n_samples or samples.seq_len, or choose a larger source" if can_give
+               else "lower samples.n_samples or samples.seq_len (not even one set fits), or choose a larger source")
         raise ConfigError(
             f"dataset {source!r} has {total} calibration tokens = {slots} non-overlapping windows of "
             f"{window}, enough for {can_give} disjoint set(s) of n_samples={n_samples}; "
-            f"seed={seed} needs {needed} windows. Fix: lower samples.n_samples or samples.seq_len, "
-            f"use seed<{max(can_give, 1)}, or choose a larger source."
+            f"seed={seed} needs {needed} windows. Fix: {fix}."
         )
     order = np.random.default_rng(permutation_seed).permutation(slots)
     chosen = order[seed * n_samples : (seed + 1) * n_samples]

@@ -152,7 +152,15 @@ def _local_jsonl(source_cfg: Any) -> list[Document]:
     for index, line in enumerate(lines):
         if not line.strip():
             continue
-        row = json.loads(line)
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise ConfigError(
+                f"{shown}:{index + 1} is not a JSON object ({exc}); dataset=local_jsonl reads JSON lines, one "
+                '{"id": ..., "text": ...} per line. Fix: point dataset.path at a .jsonl file, or convert the file.'
+            ) from None
+        if not isinstance(row, dict):
+            raise ConfigError(f"{shown}:{index + 1} is not a JSON object. Fix: one {{\"id\": ..., \"text\": ...}} per line.")
         if field not in row:
             raise ConfigError(
                 f"{shown}:{index + 1} has no field {field!r} (fields: {sorted(row)}). Fix: set dataset.text_field."

@@ -179,6 +179,16 @@ def find_job_folders(root: Path) -> list[Path]:
 def read_job(folder: Path) -> Job:
     """Read one job folder (see the module docstring for the statuses)."""
     results = folder / RESULTS_FILE
+    if not results.is_file() and (folder / "skipped.json").is_file():
+        # A job resume skipped: its result is the earlier identical job's results.json.
+        try:
+            earlier = Path(json.loads((folder / "skipped.json").read_text())["results"])
+        except (OSError, ValueError, KeyError, TypeError):
+            earlier = None
+        if earlier is not None and earlier.is_file():
+            job = read_job(earlier.parent)
+            job.folder = folder
+            return job
     if not results.is_file():
         config = _hydra_config(folder)
         return Job(folder=folder, status="missing", config=config, error="no results.json (running or killed)",
