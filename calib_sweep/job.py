@@ -14,7 +14,6 @@ figures), ``calibration`` (the manifest), ``timings`` (seconds per stage), ``mem
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import resource
 import sys

@@ -207,15 +207,21 @@ def _probe(host: str, port: int, timeout: float) -> str | None:
     return outcome[0]
 
 
+def hf_offline_setting() -> str | None:
+    """``"HF_HUB_OFFLINE=1"`` (or ``HF_DATASETS_OFFLINE``) when the user switched the Hub off, else None."""
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if _truthy_env(var):
+            return f"{var}={os.environ[var]}"
+    return None
+
+
 def unreachable(value: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
     """Why ``value`` cannot be reached now (offline setting, or its server does not answer), else None."""
     protocol = scheme(value)
     if protocol is None:
         return None
-    if protocol == "hf":
-        for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
-            if _truthy_env(var):
-                return f"{var}={os.environ[var]}"
+    if protocol == "hf" and hf_offline_setting():
+        return hf_offline_setting()
     where = endpoint(value)
     if where is None:
         return None
@@ -389,7 +395,7 @@ def _check_local_or_hub_model(value: Any, field: str, revision: Any = None) -> N
         return
     if isinstance(cached, str):
         return  # in the local Hugging Face cache: loads without the network
-    why = "HF_HUB_OFFLINE is set" if _truthy_env("HF_HUB_OFFLINE") else _probe("huggingface.co", 443, PROBE_TIMEOUT_S)
+    why = unreachable(f"hf://{text}")  # offline setting, or the Hub (HF_ENDPOINT) does not answer
     if why is not None:
         raise ConfigError(
             f"{field}={text!r} is a Hugging Face Hub id, the Hub is unreachable ({why}) and the model is not in the "

@@ -32,3 +32,23 @@ def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 
     return subprocess.run(
         [sys.executable, "-m", "calib_sweep", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def tiny_arc_file(folder: Path, n: int = 6) -> Path:
+    """``n`` ARC-Easy-schema items of pseudo-prose (seeded) as ``folder/arc_tiny.jsonl``, for lm-eval on the tiny model."""
+    import json
+    import random
+
+    from conftest import WORDS
+
+    rng = random.Random(1)
+    path = folder / "arc_tiny.jsonl"
+    with open(path, "w") as handle:
+        for i in range(n):
+            texts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 4))) for _ in range(4)]
+            question = " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 15)))
+            row = {"id": f"q{i}", "question": question, "choices": {"text": texts, "label": list("ABCD")},
+                   "answerKey": "ABCD"[i % 4]}
+            handle.write(json.dumps(row) + "\n")
+    return path
+

@@ -3,8 +3,6 @@ the configured value beside it), and the report's ``wandb sync`` hint only where
 
 from __future__ import annotations
 
-import json
-import random
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ from calib_sweep.evaluation.zero_shot import used_batch_size, zero_shot
 from calib_sweep.report import write_report
 from calib_sweep.tracking import write_results
 
-from conftest import WORDS
+from helpers import tiny_arc_file
 
 
 def _eval_cfg(**zeroshot):
@@ -26,18 +24,6 @@ def _eval_cfg(**zeroshot):
         "zeroshot": {"tasks": ["arc_easy"], "limit": None, "batch_size": 4, "num_fewshot": 0, "bootstrap_iters": 0,
                      "local_files": {}, **zeroshot},
     })
-
-
-def _tiny_arc_file(folder: Path, n: int = 6) -> Path:
-    rng = random.Random(1)
-    path = folder / "arc_tiny.jsonl"
-    with open(path, "w") as handle:
-        for i in range(n):
-            texts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 4))) for _ in range(4)]
-            question = " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 15)))
-            handle.write(json.dumps({"id": f"q{i}", "question": question, "choices": {"text": texts, "label": list("ABCD")},
-                                     "answerKey": "ABCD"[i % 4]}) + "\n")
-    return path
 
 
 # ------------------------------------------------------------------------------------------------
@@ -73,7 +59,7 @@ def tiny(tiny_model_dir):
 
 def test_auto_batch_size_records_the_size_lm_eval_used(tiny, tmp_path):
     model, tokenizer = tiny
-    local = {"arc_easy": str(_tiny_arc_file(tmp_path))}
+    local = {"arc_easy": str(tiny_arc_file(tmp_path))}
     fixed_metrics, fixed = zero_shot(model, tokenizer, _eval_cfg(batch_size=4, local_files=local).zeroshot)
     assert fixed["zeroshot/arc_easy"]["batch_size"] == 4 and fixed["zeroshot/arc_easy"]["batch_size_configured"] == 4
     assert "batch_sizes_detected" not in fixed["zeroshot/arc_easy"]

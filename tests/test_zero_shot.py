@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import random
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from calib_sweep.errors import ConfigError
 from calib_sweep.evaluation import evaluate_model, tasks, validate_eval
 from calib_sweep.evaluation.zero_shot import make_lm, run_lm_eval, zero_shot
 
-from conftest import WORDS
+from helpers import tiny_arc_file
 
 
 def _eval_cfg(**zeroshot):
@@ -137,19 +136,6 @@ def test_upstream_task_templates_reproduce_the_source_items():
     assert len(wino.doc_to_choice(doc)) == 2
 
 
-def _tiny_arc_file(folder: Path, n: int = 6) -> Path:
-    rng = random.Random(1)
-    path = folder / "arc_tiny.jsonl"
-    with open(path, "w") as handle:
-        for i in range(n):
-            texts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 4))) for _ in range(4)]
-            question = " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 15)))
-            row = {"id": f"q{i}", "question": question, "choices": {"text": texts, "label": list("ABCD")},
-                   "answerKey": "ABCD"[i % 4]}
-            handle.write(json.dumps(row) + "\n")
-    return path
-
-
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -160,7 +146,7 @@ def tiny(tiny_model_dir):
 
 def test_zero_shot_records_metrics_and_does_not_depend_on_batch_size(tiny, tmp_path):
     model, tokenizer = tiny
-    local = {"arc_easy": str(_tiny_arc_file(tmp_path))}
+    local = {"arc_easy": str(tiny_arc_file(tmp_path))}
     per_batch = {}
     for batch in (1, 8):
         out = run_lm_eval(make_lm(model, tokenizer, batch), ["arc_easy"], None, local, 100, log_samples=True)

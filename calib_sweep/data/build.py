@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from calib_sweep.data.sampling import CalibrationSet, draw_calibration_set, token_stream
+from calib_sweep.data.sampling import CalibrationSet, draw_calibration_set, resolve_separator, token_stream
 from calib_sweep.data.sources import (
     Document,
     load_documents,
@@ -130,7 +130,7 @@ def end_token_ids(model, tokenizer, separator_token_id: int | None = -1) -> list
         ids.update(int(i) for i in (configured if isinstance(configured, (list, tuple)) else [configured]))
     if tokenizer.eos_token_id is not None:
         ids.add(int(tokenizer.eos_token_id))
-    separator = tokenizer.eos_token_id if separator_token_id == -1 else separator_token_id
+    separator = resolve_separator(tokenizer, separator_token_id)
     if separator is not None:
         ids.add(int(separator))
     return sorted(ids)

@@ -33,7 +33,6 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Iterable, Iterator
-from urllib.parse import urlparse
 
 from calib_sweep import paths
 from calib_sweep.data.sources import Document, cached_documents, register_loader
@@ -299,10 +298,7 @@ def offline_sources() -> list[str]:
 
 
 def _env_offline() -> str | None:
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
-        if os.environ.get(var, "").strip().upper() in {"1", "ON", "YES", "TRUE"}:
-            return f"{var}={os.environ[var]}"
-    return None
+    return paths.hf_offline_setting()
 
 
 def _probe(host: str, port: int, timeout: float) -> str | None:
@@ -312,8 +308,7 @@ def _probe(host: str, port: int, timeout: float) -> str | None:
 
 
 def _hub_endpoint() -> tuple[str, int]:
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    return url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    return paths.endpoint("hf://datasets")  # HF_ENDPOINT or huggingface.co
 
 
 def _offline_error(cfg: Any, why: str) -> ConfigError:

@@ -148,13 +148,19 @@ def validate_samples(
         )
 
 
+def resolve_separator(tokenizer, separator_token_id: int | None = -1) -> int | None:
+    """The separator token id: ``separator_token_id``, where ``-1`` (the default of every function
+    here) means the tokenizer's EOS token and ``None`` means no separator."""
+    return tokenizer.eos_token_id if separator_token_id == -1 else separator_token_id
+
+
 def tokenize_documents(docs: list[Document], tokenizer, separator_token_id: int | None = -1) -> list[list[int]]:
     """Token ids of each document (no special tokens) followed by ``separator_token_id``.
 
     ``separator_token_id``: the model's end-of-text token (:func:`calib_sweep.models.document_separator`);
     ``-1`` (default) means the tokenizer's EOS token, ``None`` means no separator.
     """
-    sep = tokenizer.eos_token_id if separator_token_id == -1 else separator_token_id
+    sep = resolve_separator(tokenizer, separator_token_id)
     encoded = tokenizer([d.text for d in docs], add_special_tokens=False)["input_ids"]
     return [list(ids) + ([int(sep)] if sep is not None else []) for ids in encoded]
 
@@ -176,7 +182,7 @@ def token_stream(
     """
     from calib_sweep import cache
 
-    separator = tokenizer.eos_token_id if separator_token_id == -1 else separator_token_id
+    separator = resolve_separator(tokenizer, separator_token_id)
 
     def compute() -> dict[str, np.ndarray]:
         token_lists = tokenize_documents(docs, tokenizer, separator)
@@ -231,7 +237,7 @@ def draw_calibration_set(
     """
     validate_samples(n_samples, seq_len, seed, prepend_bos=bos_token_id is not None)
     slot_len = seq_len - (bos_token_id is not None)  # stream tokens per row
-    separator = tokenizer.eos_token_id if separator_token_id == -1 else separator_token_id
+    separator = resolve_separator(tokenizer, separator_token_id)
     stream, starts, stream_cache = token_stream(docs, tokenizer, separator)  # starts: offset of each document
     total = int(starts[-1])
     slots = total // slot_len
