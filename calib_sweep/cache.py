@@ -30,7 +30,7 @@ from typing import Any, Callable
 import numpy as np
 
 from calib_sweep import assets
-from calib_sweep.tracking import make_readable
+from calib_sweep.tracking import make_readable, write_json
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +120,7 @@ def _store(folder: Path, key: str, ident: dict[str, Any], arrays: dict[str, np.n
             Path(tmp).unlink(missing_ok=True)
             raise
         files[name] = {"bytes": target.stat().st_size, "sha256": _sha256(target)}
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}.", suffix=".json.part")
-    with os.fdopen(fd, "w") as handle:
-        json.dump({"files": files, "ident": ident}, handle, default=str)
-    make_readable(tmp)
-    os.replace(tmp, folder / f"{key}.json")
+    write_json(folder / f"{key}.json", {"files": files, "ident": ident})  # last: it makes the entry valid
 
 
 def tokenizer_fingerprint(tokenizer) -> str | None:

@@ -31,6 +31,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
 from calib_sweep.errors import ConfigError
+from calib_sweep.tracking import write_json
 
 log = logging.getLogger(__name__)
 
@@ -124,9 +125,7 @@ def claim_job_folder(folder: str | os.PathLike, config_key: str) -> Path:
             f"job folder {folder} is in use by the same job still running (pid {owner.get('pid')} on {owner.get('host')}). "
             "Fix: wait for it, or give this sweep its own folder (hydra.sweep.dir=<new folder>)."
         )
-    tmp = path.with_name(f"{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, path)
+    write_json(path, record)
     log.info("taking over job folder %s from an earlier run of the same config", folder)
     return path
 
