@@ -33,6 +33,8 @@ from calib_sweep.data import (
     dataset_config,
     heldout_token_ids,
     needs_model,
+    permute_rows,
+    validate_row_order_seed,
     validate_samples,
     validate_source,
 )
@@ -94,6 +96,7 @@ def validate(cfg: DictConfig) -> None:
     models.resolve_dtype(cfg.dtype, models.resolve_device(cfg.device))
     validate_eval(cfg.eval)
     runtime.resolve_threads(cfg.get("threads", "auto"))
+    validate_row_order_seed((cfg.get("perturb") or {}).get("row_order_seed"))
     kl_windows = cfg.eval.get("kl_windows", 4)
     if isinstance(kl_windows, bool) or not isinstance(kl_windows, int) or kl_windows < 0:
         raise ConfigError(f"eval.kl_windows={kl_windows!r} must be an integer >= 0 (0 = no KL). Fix: e.g. 4.")
@@ -194,7 +197,8 @@ def run_job(
                 eval_sources = _eval_sources(cfg)
                 threads, reason = runtime.resolve_threads(cfg.get("threads", "auto"), launcher)
                 record["runtime"] = {"device": str(device), "dtype": str(dtype), **runtime.apply_threads(threads),
-                                     "threads_reason": reason, "cores_available": runtime.available_cores()}
+                                     "threads_reason": reason, "cores_available": runtime.available_cores(),
+                                     "hardware": runtime.hardware_record(device)}
                 log.info("torch threads: %d (%s)", threads, reason)
             _run_stages(cfg, record, stages, output_dir, device, dtype, eval_sources, group, key)
             run = record.pop("_run", None)
@@ -251,6 +255,10 @@ def _run_stages(cfg, record, stages, output_dir: Path, device, dtype, eval_sourc
             bos_token_id=bos, separator_token_id=separator,
         )
         record["calibration"] = calib.manifest()
+        row_seed = (cfg.get("perturb") or {}).get("row_order_seed")
+        if row_seed is not None:  # experiment=noise_floor: same rows, another order
+            calib.input_ids, order = permute_rows(calib.input_ids, int(row_seed))
+            record["calibration"]["row_order"] = {"seed": int(row_seed), "order": order}
         record["caches"]["token_stream"] = calib.stream_cache
         write_json(output_dir / "calibration.json", record["calibration"], indent=1)
         log.info(

@@ -1,6 +1,13 @@
 """Calibrate stage: sources of calibration text and seeded, disjoint calibration sets."""
 
-from calib_sweep.data.sampling import CalibrationSet, draw_calibration_set, token_hash, validate_samples
+from calib_sweep.data.sampling import (
+    CalibrationSet,
+    draw_calibration_set,
+    permute_rows,
+    token_hash,
+    validate_row_order_seed,
+    validate_samples,
+)
 from calib_sweep.data.sources import Document, load_documents, split_documents, validate_source
 
 # Modules that register more loaders (import for their side effect on ``sources.LOADERS``).
@@ -21,8 +28,10 @@ __all__ = [
     "Document",
     "draw_calibration_set",
     "load_documents",
+    "permute_rows",
     "split_documents",
     "token_hash",
+    "validate_row_order_seed",
     "validate_samples",
     "validate_source",
 ]

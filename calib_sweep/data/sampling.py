@@ -122,6 +122,38 @@ def token_hash(input_ids: torch.Tensor) -> str:
     return hashlib.sha256(array.tobytes()).hexdigest()
 
 
+def validate_row_order_seed(seed: Any) -> None:
+    """Check ``perturb.row_order_seed`` (null, or an integer >= 0).
+
+    Raises:
+        ConfigError: anything else, named with the fix.
+    """
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ConfigError(
+            f"perturb.row_order_seed={seed!r} must be null (the drawn order) or an integer >= 0. "
+            "Fix: e.g. perturb.row_order_seed=1."
+        )
+
+
+def permute_rows(input_ids: torch.Tensor, seed: int) -> tuple[torch.Tensor, list[int]]:
+    """The calibration set's rows in a seeded random order (a numerical perturbation, not new data).
+
+    Compression methods accumulate statistics (Hessians, activation norms) over the rows; a different
+    order sums the same numbers in another order, so any change in the result is floating-point noise
+    (``experiment=noise_floor``).
+
+    Args:
+        input_ids: ``[n_samples, seq_len]`` int64 token ids.
+        seed: seed of ``torch.randperm`` (CPU generator).
+
+    Returns:
+        ``(permuted, order)``: ``permuted[i] == input_ids[order[i]]``, same shape and dtype.
+    """
+    generator = torch.Generator().manual_seed(int(seed))
+    order = torch.randperm(int(input_ids.shape[0]), generator=generator)
+    return input_ids[order.to(input_ids.device)].contiguous(), [int(i) for i in order]
+
+
 def validate_samples(
     n_samples: Any, seq_len: Any, seed: Any, max_positions: int | None = None, prepend_bos: bool = False
 ) -> None:
