@@ -41,6 +41,12 @@ def test_dense_gptq_wanda_sweep_on_the_real_model(tmp_path):
     assert records["gptq"]["compression"]["summary"]["layers_changed"] == 210
     assert abs(records["wanda"]["compression"]["summary"]["min_sparsity"] - 0.5) <= 0.001
     assert records["dense"]["evaluation"]["perplexity/offline_wikipedia"]["tokens_scored"] == 4 * 255
+    # The same config again on this machine gives bit-identical figures (the noise floor's premise).
+    again = run_cli(["experiment=smoke", "method=gptq", "hydra.run.dir=again"], tmp_path, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    rerun = json.loads((tmp_path / "again" / "results.json").read_text())
+    assert rerun["metrics"] == records["gptq"]["metrics"]
+    assert rerun["runtime"]["hardware"]["id"] == records["gptq"]["runtime"]["hardware"]["id"]
 
 
 def test_group_size_128_on_the_embedded_model_is_refused(tmp_path):

@@ -90,3 +90,21 @@ def test_bos_with_seq_len_1_fails_at_validate(tiny_model_dir, tiny_corpus, tmp_p
     with pytest.raises(ConfigError, match="samples.seq_len=1 leaves no text after the BOS token"):
         run_job(cfg, tmp_path / "job")
     assert json.loads((tmp_path / "job" / "results.json").read_text())["stage"] == "validate"
+
+
+def test_same_config_twice_gives_bit_identical_metrics_and_a_hardware_record(tiny_model_dir, tiny_corpus, tmp_path):
+    """The noise floor's premise: on one machine a config reproduces every figure exactly (GPTQ, the most
+    order-sensitive method); a row permutation keeps the set (same token hash) and records its order."""
+    cfg = compose_cfg(tiny_overrides(tiny_model_dir, tiny_corpus) + ["method=gptq", "seed=1"])
+    first, second = run_job(cfg, tmp_path / "a"), run_job(cfg, tmp_path / "b")
+    assert first["metrics"] == second["metrics"] and first["compression"]["summary"] == second["compression"]["summary"]
+    hardware = first["runtime"]["hardware"]
+    assert hardware["threads"] == first["runtime"]["threads"] and hardware["cpu"]["model"]
+    assert hardware["deterministic"] is False and hardware["cpu_capability"] and hardware["id"].startswith("cpu ")
+    permuted = run_job(compose_cfg(tiny_overrides(tiny_model_dir, tiny_corpus) + ["method=gptq", "seed=1",
+                                                                                   "perturb.row_order_seed=5"]), tmp_path / "p")
+    order = permuted["calibration"]["row_order"]
+    assert order["seed"] == 5 and sorted(order["order"]) == [0, 1, 2, 3] and order["order"] != [0, 1, 2, 3]
+    assert permuted["calibration"]["token_sha256"] == first["calibration"]["token_sha256"]
+    with pytest.raises(ConfigError, match="perturb.row_order_seed='x' must be null"):
+        run_job(compose_cfg(tiny_overrides(tiny_model_dir, tiny_corpus) + ["perturb.row_order_seed=x"]), tmp_path / "bad")

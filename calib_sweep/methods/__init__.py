@@ -57,7 +57,7 @@ from calib_sweep.methods.llmc import IGNORE, awq_family
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "KINDS", "IGNORE", "parse_structure", "validate_method", "build_recipe", "compress", "fingerprint",
+    "KINDS", "DATA_FREE", "IGNORE", "parse_structure", "validate_method", "build_recipe", "compress", "fingerprint",
     "verify", "target_linears", "save", "sparsity_config", "SAVE_RECORD", "reference_logprobs", "reference_logprobs_cached", "kl_from_reference", "TopKLogprobs",
     "calibration_sequences",
 ]
@@ -72,6 +72,9 @@ KINDS = {
     "wanda": "pruning",
     "magnitude": "pruning",
 }
+#: Methods that never read the calibration set: their results must be identical for every source and
+#: seed (the report checks it: data-free controls).
+DATA_FREE = frozenset({"dense", "rtn", "magnitude"})
 #: Methods whose Hessian is dampened (``damp_percent``).
 _DAMPED = {"gptq", "spqr", "sparsegpt"}
 #: Attribute on a compressed model holding what :func:`compress` measured, for :func:`verify`.

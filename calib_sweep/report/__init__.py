@@ -3,8 +3,11 @@
 ``python -m calib_sweep.report <sweep folder...>`` (or ``calib-sweep-report``) reads every job under the
 folders (:mod:`calib_sweep.report.collect`), computes per model x method x source x size the mean, sample
 SD (ddof=1), min, max and range across seeds of every metric (:mod:`calib_sweep.report.aggregate`), and
-writes CSV, Markdown and one self-contained HTML page with box plots and sample-size curves; when the runs
-were online, the summary also goes to W&B (:mod:`calib_sweep.report.wandb_upload`).
+computes the evidence (:mod:`calib_sweep.report.evidence`: bootstrap CIs, sets needed, Brown-Forsythe
+between methods, Holm-corrected source comparisons, the numerical noise floor, data-free controls, hardware
+and eval-protocol checks; tests in :mod:`calib_sweep.report.statistics`), and writes CSV, Markdown and one
+self-contained HTML page with box plots and sample-size curves; when the runs were online, the summary also
+goes to W&B (:mod:`calib_sweep.report.wandb_upload`).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ class ReportFiles:
 
 
 def write_report(paths: Iterable[str | Path], out: str | Path, *, wandb: bool = True,
-                 say: Callable[[str], None] = print) -> ReportFiles:
+                 say: Callable[[str], None] = print, test: str = "welch") -> ReportFiles:
     """Read the sweeps under ``paths`` and write the report into ``out`` (created if needed).
 
     Files: ``report.html`` (self-contained), ``report.md``, ``summary.csv``, ``main_table.csv``,
@@ -44,6 +47,7 @@ def write_report(paths: Iterable[str | Path], out: str | Path, *, wandb: bool = 
         out: the report folder.
         wandb: also send the summary to W&B when the runs were online (see :mod:`.wandb_upload`).
         say: where one-line progress messages go.
+        test: how sources are compared within a method: ``welch`` (Welch t) or ``mannwhitney``.
 
     Raises:
         ReportError: a path does not exist, or holds no job folder.
@@ -54,7 +58,7 @@ def write_report(paths: Iterable[str | Path], out: str | Path, *, wandb: bool = 
 
     paths = [Path(p) for p in paths]
     jobs = load_jobs(paths)
-    summary = summarize(jobs)
+    summary = summarize(jobs, test)
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     tables = build_tables(summary)

@@ -18,11 +18,14 @@ def _parser() -> argparse.ArgumentParser:
         prog="calib-sweep-report",
         description="The study's tables and figures from one or more sweeps: per model x method x source, mean, "
                     "SD (ddof=1), min, max and range across calibration sets (seeds) of every metric; dispersion per "
-                    "task; sample-size curves. Writes report.html, report.md, CSV files and figures/*.png.",
+                    "task; sample-size curves; bootstrap CIs, sets needed, Brown-Forsythe, Holm-corrected source "
+                    "comparisons, the numerical noise floor and data-free controls. Writes report.html, report.md, CSV files and figures/*.png.",
     )
     parser.add_argument("folders", nargs="+", type=Path, help="sweep folders (multirun/<date>/<time>, multirun/, job folders)")
     parser.add_argument("-o", "--out", type=Path, default=None,
                         help="report folder (default: <folder>/report for one folder, ./sweep_report for several)")
+    parser.add_argument("--test", choices=("welch", "mannwhitney"), default="welch",
+                        help="how sources are compared within a method (Holm-corrected): Welch t-test (default) or Mann-Whitney U")
     parser.add_argument("--no-wandb", action="store_true", help="do not send the summary to W&B even when the runs were online")
     return parser
 
@@ -39,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from calib_sweep.report import write_report
 
-        files = write_report(args.folders, out, wandb=not args.no_wandb)
+        files = write_report(args.folders, out, wandb=not args.no_wandb, test=args.test)
     except ReportError as exc:
         print(f"calib-sweep-report: error: {exc}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from calib_sweep.report.collect import Job, finite
+from calib_sweep.report.evidence import Evidence, compute
 
 
 @dataclass
@@ -149,6 +150,7 @@ class Summary:
     dispersion: list[Dispersion]
     series: dict[tuple, list[Group]]
     dense_reference: dict[str, dict[str, float]]
+    evidence: Evidence | None = None
 
     @property
     def counts(self) -> dict[str, int]:
@@ -176,11 +178,15 @@ def _sort_key(key: tuple) -> tuple:
     return tuple((0, v) if isinstance(v, int) else (1, str(v)) for v in key)
 
 
-def summarize(jobs: list[Job]) -> Summary:
-    """Group the jobs and compute every statistic of the report (see the module docstring)."""
+def summarize(jobs: list[Job], test: str = "welch") -> Summary:
+    """Group the jobs and compute every statistic of the report (see the module docstring).
+
+    Noise-floor repeats (:attr:`Job.repeat`) are left out of the groups and used only for the noise floor
+    (:mod:`calib_sweep.report.evidence`); ``test`` (``welch`` or ``mannwhitney``) compares sources.
+    """
     by_group: dict[tuple, list[Job]] = {}
     for job in jobs:
-        if job.config:  # a job folder with no readable config is listed among the jobs, in no group
+        if job.config and not job.repeat:  # a job folder with no readable config is listed among the jobs, in no group
             by_group.setdefault(job.group, []).append(job)
     groups = []
     metrics: set[str] = set()
@@ -198,6 +204,7 @@ def summarize(jobs: list[Job]) -> Summary:
     return Summary(
         jobs=jobs, groups=groups, metrics=ordered, dispersion=dispersion(groups, ordered),
         series=sample_size_series(groups), dense_reference=dense_reference(jobs),
+        evidence=compute(jobs, groups, ordered, test),
     )
 
 

@@ -6,7 +6,12 @@ A *job folder* is a folder that holds ``results.json`` or a Hydra ``.hydra/`` fo
 ``multirun/`` root, one sweep (``multirun/<date>/<time>``), one job folder or ``outputs/`` all work, and
 several may be combined.  When the same job (same config and seed) appears more than once (a rerun in a
 second sweep), the best record wins: ``ok`` over ``failed`` over ``missing``, then the newest; the others
-are kept as ``superseded``.  Jobs with random weights (``model.init=random``, ``results.json`` says
+are kept as ``superseded``.
+
+Numerical perturbations (``threads``, ``perturb.row_order_seed``; ``experiment=noise_floor``) do not split
+groups: reruns of one job under them are kept side by side, each labelled with its ``perturbation``.  Per
+group and seed one *canonical* job represents the calibration set (drawn row order, preferably
+``threads=auto``); the others are ``repeat`` jobs, used only for the noise floor.  Jobs with random weights (``model.init=random``, ``results.json`` says
 ``weights: random``: timing and memory only) are never reported beside jobs with real weights.
 """
 
@@ -26,6 +31,9 @@ HYDRA_DIR = ".hydra"
 # Config keys that never change the numbers (where a run is logged, how it is named): they do not split
 # groups.  Everything else that varies between jobs of a sweep (method.sparsity, eval.*, dtype, ...) does.
 IGNORED_CONFIG_PREFIXES = ("logger.", "hydra.")
+# Numerical perturbations that leave the data unchanged: reruns under them are noise-floor repeats of
+# one job, not other groups (see the module docstring).
+PERTURBATION_KEYS = ("threads", "perturb.row_order_seed")
 GROUP_KEYS = ("model", "method", "source", "n_samples", "seq_len")
 _GROUP_PATHS = {
     "model": "model.name", "method": "method.name", "source": "dataset.name",
@@ -53,6 +61,9 @@ class Job:
         mtime: modification time of ``results.json`` (seconds since the epoch), 0 when missing.
         weights: ``results.json["weights"]``: ``pretrained`` or ``random`` (``model.init=random``); from the
             config (``model.init``) for records without the key.
+        hardware: ``results.json["runtime"]["hardware"]["id"]`` (CPU/GPU, kernels, threads), None when
+            the record predates it.
+        repeat: True for a noise-floor rerun of a seed that another (canonical) job represents.
     """
 
     folder: Path
@@ -66,6 +77,21 @@ class Job:
     mtime: float = 0.0
     variant: str = ""
     weights: str = "pretrained"
+    hardware: str | None = None
+    repeat: bool = False
+    variant_items: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def perturbation(self) -> str:
+        """The job's numerical perturbation: ``threads=1, rows=seed 2``; ``""`` for none (threads=auto, drawn order)."""
+        parts = []
+        threads = self.get("threads", "auto")
+        if threads not in (None, "auto"):
+            parts.append(f"threads={threads}")
+        rows = self.get("perturb.row_order_seed")
+        if rows is not None:
+            parts.append(f"rows=seed {rows}")
+        return ", ".join(parts)
 
     def get(self, dotted: str, default: Any = None) -> Any:
         """A config value by dotted path (``samples.n_samples``), or ``default``."""
@@ -207,6 +233,9 @@ def read_job(folder: Path) -> Job:
     job = Job(folder=folder, status=str(record.get("status", "failed")), config=config,
               wandb_mode=wandb_info.get("mode"), wandb_id=wandb_info.get("id") or None, mtime=mtime, dense_metrics=_numeric(dense.get("metrics")))
     job.weights = _weights(record.get("weights"), config)
+    runtime = record.get("runtime") if isinstance(record.get("runtime"), dict) else {}
+    hardware = runtime.get("hardware") if isinstance(runtime.get("hardware"), dict) else {}
+    job.hardware = str(hardware["id"]) if hardware.get("id") else None
     if job.status == "ok":
         job.metrics = _numeric(record.get("metrics"))
     else:
@@ -280,7 +309,7 @@ def _assign_variants(jobs: list[Job]) -> None:
     a key missing from a job (an older config) is not a difference.
     """
     flat = [flatten(job.config) for job in jobs]
-    skip = set(_GROUP_PATHS.values())
+    skip = set(_GROUP_PATHS.values()) | set(PERTURBATION_KEYS)
     seen: dict[tuple, set[str]] = {}
     for f in flat:
         for key, value in f.items():
@@ -288,9 +317,9 @@ def _assign_variants(jobs: list[Job]) -> None:
                 continue
             seen.setdefault((key, json.dumps(_context(key, f), default=str)), set()).add(json.dumps(value, sort_keys=True, default=str))
     for job, f in zip(jobs, flat):
-        parts = [f"{key}={value}" for key, value in sorted(f.items())
-                 if len(seen.get((key, json.dumps(_context(key, f), default=str)), ())) > 1]
-        job.variant = ", ".join(parts)
+        job.variant_items = [(key, str(value)) for key, value in sorted(f.items())
+                             if len(seen.get((key, json.dumps(_context(key, f), default=str)), ())) > 1]
+        job.variant = ", ".join(f"{key}={value}" for key, value in job.variant_items)
 
 
 _RANK = {"ok": 0, "failed": 1, "missing": 2}
@@ -332,7 +361,7 @@ def load_jobs(paths: Iterable[str | os.PathLike]) -> list[Job]:
     _assign_variants(jobs)
     best: dict[tuple, Job] = {}
     for job in jobs:
-        key = (*job.group, job.seed) if job.config else (str(job.folder),)
+        key = (*job.group, job.seed, job.perturbation) if job.config else (str(job.folder),)
         current = best.get(key)
         if current is None or (_RANK.get(job.status, 3), -job.mtime) < (_RANK.get(current.status, 3), -current.mtime):
             if current is not None:
@@ -341,7 +370,31 @@ def load_jobs(paths: Iterable[str | os.PathLike]) -> list[Job]:
         else:
             job.status, job.error = "superseded", f"superseded by {current.folder}"
     check_weights(jobs)
+    mark_repeats(jobs)
     return sorted(jobs, key=lambda j: (tuple(str(x) for x in j.group), j.seed if j.seed is not None else -1, str(j.folder)))
+
+
+def mark_repeats(jobs: list[Job]) -> None:
+    """Per group and seed, keep one canonical job and mark the other perturbation reruns ``repeat``.
+
+    Canonical: drawn row order (``perturb.row_order_seed`` null), then ``threads=auto`` before an explicit
+    count (then the lowest count).  Row-permuted jobs are always repeats: a seed with only permuted jobs
+    has no canonical job.  Superseded jobs are left as they are.
+    """
+    cells: dict[tuple, list[Job]] = {}
+    for job in jobs:
+        if job.config and job.status != "superseded":
+            cells.setdefault((*job.group, job.seed), []).append(job)
+    for members in cells.values():
+        drawn = [j for j in members if j.get("perturb.row_order_seed") is None]
+
+        def rank(job: Job) -> tuple:
+            threads = job.get("threads", "auto")
+            return (threads not in (None, "auto"), str(threads))
+
+        canonical = min(drawn, key=rank) if drawn else None
+        for job in members:
+            job.repeat = job is not canonical
 
 
 def finite(values: Iterable[float]) -> list[float]:

@@ -128,6 +128,9 @@ def build_tables(summary: Summary) -> list[Table]:
             rows=[[model] + [fmt(m, figures.get(m)) for m in names] for model, figures in summary.dense_reference.items()],
             anchor="dense",
         ))
+    from calib_sweep.report import evidence_tables
+
+    tables += evidence_tables.tables(summary, with_variant)
     all_rows = []
     for g in summary.groups:
         for metric, stat in g.stats.items():
@@ -184,7 +187,9 @@ def write_csvs(summary: Summary, out: Path) -> list[Path]:
 
     Files: ``summary.csv`` (one row per group x metric), ``main_table.csv`` (one row per group, the
     study's columns as ``<metric> mean/sd/min/max/range``), ``dispersion.csv``, ``jobs.csv`` (every job,
-    its status, error and metrics), and when present ``sample_size.csv`` and ``dense_reference.csv``.
+    its status, error and metrics), and when present ``sample_size.csv``, ``dense_reference.csv`` and the
+    evidence files (:func:`calib_sweep.report.evidence_tables.rows`: ``evidence.csv``, ``dispersion_tests.csv``,
+    ``source_comparisons.csv``, ``noise_floor.csv``, ``controls.csv``, ``hardware.csv``).
     """
     written = []
     long_rows = []
@@ -210,7 +215,8 @@ def write_csvs(summary: Summary, out: Path) -> list[Path]:
     jobs = []
     for j in summary.jobs:
         jobs.append({"status": j.status, "model": j.model, "method": j.method, "source": j.source, "n_samples": j.n_samples,
-                     "seq_len": j.seq_len, "variant": j.variant, "seed": j.seed, "wandb_mode": j.wandb_mode or "",
+                     "seq_len": j.seq_len, "variant": j.variant, "seed": j.seed, "perturbation": j.perturbation,
+                     "noise_repeat": j.repeat, "hardware": j.hardware or "", "wandb_mode": j.wandb_mode or "",
                      "folder": str(j.folder), "error": j.error or "", **{m: j.metrics.get(m, "") for m in summary.metrics}})
     written.append(_write_csv(out / "jobs.csv", jobs))
     if summary.series:
@@ -220,6 +226,10 @@ def write_csvs(summary: Summary, out: Path) -> list[Path]:
                 for metric, stat in g.stats.items():
                     rows.append({**_group_fields(g), "metric": metric, **_stat_fields(stat)})
         written.append(_write_csv(out / "sample_size.csv", rows))
+    from calib_sweep.report import evidence_tables
+
+    for name, rows in evidence_tables.rows(summary).items():
+        written.append(_write_csv(out / f"{name}.csv", rows))
     if summary.dense_reference:
         written.append(_write_csv(out / "dense_reference.csv", [
             {"model": model, "metric": metric, "value": value}

@@ -30,6 +30,11 @@ _GROUP_COLUMNS = ["group", "model", "method", "source", "n_samples", "seq_len", 
                   "seeds_missing"]
 
 
+def _cell(value):
+    """A W&B table cell: numbers and strings as they are (n/a reasons are strings), None for empty."""
+    return None if value == "" else value
+
+
 def upload(summary: Summary, out: Path, figure_files: dict[str, Path], say: Callable[[str], None] = print) -> bool:
     """Log the summary tables, bar/line plots and the figures to a W&B run when the sweep was online.
 
@@ -98,6 +103,11 @@ def upload(summary: Summary, out: Path, figure_files: dict[str, Path], say: Call
             for m in metrics:
                 logged[f"report/sample_size/{metric_label(m)}"] = wandb.plot.line(
                     sizes, "n_samples", m, stroke="series", title=f"{metric_label(m)} vs n_samples")
+        from calib_sweep.report import evidence_tables
+
+        for name, table_rows in evidence_tables.rows(summary).items():
+            columns = list(dict.fromkeys(k for row in table_rows for k in row))
+            logged[f"report/{name}"] = wandb.Table(columns=columns, data=[[_cell(row.get(c)) for c in columns] for row in table_rows])
         for title, path in figure_files.items():
             logged[f"report/figure/{Path(path).stem}"] = wandb.Image(str(path), caption=title)
         run.run.log(logged)

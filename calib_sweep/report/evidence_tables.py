@@ -1,0 +1,237 @@
+"""The evidence tables of the report (:mod:`calib_sweep.report.evidence`): display rows for Markdown/HTML and
+raw rows for CSV and W&B, built from one place so the three never disagree.
+
+Every figure names its test, n and correction (in the table's note or its columns); a figure that cannot
+be computed is shown as ``n/a (reason)`` in every format, never as 0 or NaN.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from calib_sweep.report.aggregate import Summary, is_accuracy, metric_label
+from calib_sweep.report.evidence import POOLED
+from calib_sweep.report.statistics import ALPHA, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, NA, Interval, Test
+
+
+def _fmt(metric: str, value: float | None) -> str:
+    from calib_sweep.report.tables import fmt
+
+    return fmt(metric, value, spread=True)
+
+
+def _unit(metric: str) -> str:
+    return f"{metric_label(metric)} (%)" if is_accuracy(metric) else metric_label(metric)
+
+
+def _p(p: float) -> str:
+    return f"{p:.3g}"
+
+
+def _ci(metric: str, estimate: float | None, ci: Interval | NA | None) -> str:
+    if ci is None:
+        return "–"
+    if isinstance(ci, NA):
+        return (f"{_fmt(metric, estimate)} " if estimate is not None else "") + str(ci)
+    return f"{_fmt(metric, ci.estimate)} [{_fmt(metric, ci.low)}, {_fmt(metric, ci.high)}]"
+
+
+def _raw(x: Any) -> Any:
+    """CSV cell: numbers as they are, n/a with its reason, None as empty."""
+    if x is None:
+        return ""
+    if isinstance(x, NA):
+        return str(x)
+    return x
+
+
+def _size(n: Any, seq: Any) -> str:
+    return f"{n}×{seq}"
+
+
+def rows(summary: Summary) -> dict[str, list[dict[str, Any]]]:
+    """Raw rows per evidence CSV: ``evidence``, ``dispersion_tests``, ``source_comparisons``, ``noise_floor``,
+    ``controls``, ``hardware`` (name -> list of dicts; empty lists are left out)."""
+    ev = summary.evidence
+    if ev is None:
+        return {}
+    out: dict[str, list[dict[str, Any]]] = {}
+    evidence = []
+    for g in summary.groups:
+        ge = ev.groups.get(g.key)
+        if ge is None:
+            continue
+        for metric in ge.ci_mean:
+            stat = g.stats[metric]
+            cm, cs = ge.ci_mean[metric], ge.ci_sd[metric]
+            evidence.append({
+                "model": g.model, "method": g.method, "source": g.source, "n_samples": g.n_samples, "seq_len": g.seq_len,
+                "variant": g.variant, "metric": metric, "n": stat.n, "mean": _raw(stat.mean), "sd": _raw(stat.sd),
+                "mean_ci_low": _raw(cm if isinstance(cm, NA) else cm.low), "mean_ci_high": _raw(cm if isinstance(cm, NA) else cm.high),
+                "sd_ci_low": _raw(cs if isinstance(cs, NA) else cs.low), "sd_ci_high": _raw(cs if isinstance(cs, NA) else cs.high),
+                "ci": "95% bootstrap, BCa (scipy.stats.bootstrap)", "bootstrap_resamples": BOOTSTRAP_RESAMPLES,
+                "bootstrap_seed": BOOTSTRAP_SEED, "sets_needed": _raw(ge.needed.get(metric)),
+                "sets_needed_target": ge.target.get(metric, ""),
+                "hardware": "; ".join(sorted({j.hardware or "not recorded" for j in g.jobs if j.status == "ok"})),
+            })
+    out["evidence"] = evidence
+    out["dispersion_tests"] = [{
+        "model": d.model, "source": d.source, "n_samples": d.n_samples, "seq_len": d.seq_len, "variant": d.variant,
+        "metric": d.metric, "test": d.result.name if isinstance(d.result, Test) else "Brown-Forsythe (levene, center=median)",
+        "n": "" if isinstance(d.result, NA) else " ".join(f"{k}={v}" for k, v in d.result.n.items()),
+        "statistic": _raw(d.result if isinstance(d.result, NA) else d.result.statistic),
+        "p": _raw(d.result if isinstance(d.result, NA) else d.result.p), "excluded": " ".join(d.excluded),
+    } for d in ev.dispersion_tests]
+    out["source_comparisons"] = [{
+        "model": s.model, "method": s.method, "n_samples": s.n_samples, "seq_len": s.seq_len, "variant": s.variant,
+        "metric": s.metric, "source_a": s.comparison.a, "source_b": s.comparison.b, "n_a": s.comparison.n_a,
+        "n_b": s.comparison.n_b, "mean_a": _raw(s.comparison.mean_a), "mean_b": _raw(s.comparison.mean_b),
+        "test": "Welch t (scipy.stats.ttest_ind, equal_var=False)" if s.comparison.test == "welch"
+        else "Mann-Whitney U (scipy.stats.mannwhitneyu, two-sided)",
+        "statistic": _raw(s.comparison.na or s.comparison.statistic), "p": _raw(s.comparison.na or s.comparison.p),
+        "p_holm": _raw(s.comparison.na or s.comparison.p_holm), "correction": "Holm within model x method x size x metric",
+        "effect": _raw(s.comparison.na or s.comparison.effect), "effect_size": s.comparison.effect_name,
+    } for s in ev.comparisons]
+    out["noise_floor"] = [{
+        "model": r.model, "method": r.method, "source": r.source, "n_samples": r.n_samples, "seq_len": r.seq_len,
+        "variant": r.variant, "metric": r.metric, "noise_sd": _raw(r.noise_sd), "noise_df": r.noise_df,
+        "noise_sets": r.noise_cells, "noise_runs": r.noise_runs, "perturbations": "; ".join(r.perturbations),
+        "calibration_sd": _raw(r.calib_sd), "calibration_df": r.calib_df,
+        "F": _raw(r.test if isinstance(r.test, NA) else r.test.statistic), "p": _raw(r.test if isinstance(r.test, NA) else r.test.p),
+        "test": "one-sided F test of variances (scipy.stats.f.sf)",
+        "clearly_above_noise": "" if r.clearly_above is None else r.clearly_above,
+    } for r in ev.noise]
+    out["controls"] = [{
+        "model": c.model, "method": c.method, "n_samples": c.n_samples, "seq_len": c.seq_len, "variant": c.variant,
+        "jobs": c.n_jobs, "sources": " ".join(c.sources), "seeds": " ".join(map(str, c.seeds)), "identical": c.identical,
+        "differing": "; ".join(f"{m} range {v!r}" for m, v in c.differing.items()),
+    } for c in ev.controls]
+    counts: dict[str, int] = {}
+    for job in summary.jobs:
+        if job.status == "ok":
+            counts[job.hardware or "not recorded"] = counts.get(job.hardware or "not recorded", 0) + 1
+    out["hardware"] = [{"hardware": k, "jobs_ok": v} for k, v in sorted(counts.items())]
+    return {k: v for k, v in out.items() if v}
+
+
+def tables(summary: Summary, with_variant: bool) -> list:
+    """The evidence tables (:class:`calib_sweep.report.tables.Table`), in page order."""
+    from calib_sweep.report.tables import Table
+
+    ev = summary.evidence
+    if ev is None:
+        return []
+    out = []
+    vh = ["variant"] if with_variant else []
+
+    def v(x: str) -> list[str]:
+        return [x or "–"] if with_variant else []
+
+    if ev.splits:
+        out.append(Table(
+            title="Why groups are split",
+            header=["setting", "kind", "values"],
+            rows=[[key, kind, " | ".join(values)] for key, kind, values in ev.splits],
+            note="These settings differ between comparable jobs, so their jobs are in separate groups (the variant column) "
+                 "and are never pooled. An evaluation-protocol difference means the figures are not comparable.",
+            anchor="splits",
+        ))
+    hw = rows(summary).get("hardware", [])
+    flagged = ev.hardware_flags
+    out.append(Table(
+        title="Hardware the jobs ran on",
+        header=["group with jobs on different hardware", "hardware"] if flagged else ["hardware (runtime.hardware.id)", "jobs ok"],
+        rows=[[label, " | ".join(ids)] for label, ids in flagged] if flagged else [[r["hardware"], str(r["jobs_ok"])] for r in hw],
+        note=("FLAGGED: these groups mix hardware (CPU kernels, BLAS, GPU or thread count); their spread includes "
+              "hardware noise. " if flagged else "Every group's finished jobs ran on one hardware label. ")
+             + "Labels: " + "; ".join(f"{r['hardware']} ({r['jobs_ok']} jobs)" for r in hw),
+        anchor="hardware",
+    ))
+    if ev.controls:
+        out.append(Table(
+            title="Data-free controls: identical whatever the calibration set?",
+            header=["model", "method", "n×len"] + vh + ["jobs", "sources", "seeds", "identical (SD exactly 0)"],
+            rows=[[c.model, c.method, _size(c.n_samples, c.seq_len)] + v(c.variant)
+                  + [str(c.n_jobs), " ".join(c.sources), " ".join(map(str, c.seeds)),
+                     "yes" if c.identical else "NO: " + "; ".join(f"{metric_label(m)} range {_fmt(m, r)}" for m, r in c.differing.items())]
+                  for c in ev.controls],
+            note="RTN, magnitude pruning and the dense model never read calibration data: every figure of their jobs must be "
+                 "bit-identical across sources and seeds. A NO means the pipeline leaks calibration data or is not deterministic.",
+            anchor="controls",
+        ))
+    if ev.noise:
+        shown = [r for r in ev.noise]
+        out.append(Table(
+            title="Numerical noise floor vs spread across calibration sets",
+            header=["model", "method", "n×len"] + vh + ["source", "metric", "noise SD (df; runs)", "calibration SD (df)", "F", "p",
+                                                         "verdict"],
+            rows=[[r.model, r.method, _size(r.n_samples, r.seq_len)] + v(r.variant) + [
+                r.source, _unit(r.metric),
+                str(r.noise_sd) if isinstance(r.noise_sd, NA) else f"{_fmt(r.metric, r.noise_sd)} ({r.noise_df}; {r.noise_runs})",
+                str(r.calib_sd) if isinstance(r.calib_sd, NA) else f"{_fmt(r.metric, r.calib_sd)} ({r.calib_df})",
+                str(r.test) if isinstance(r.test, NA) else (f"{r.test.statistic:.3g}"),
+                "" if isinstance(r.test, NA) else _p(r.test.p),
+                "n/a" if r.clearly_above is None else ("above noise" if r.clearly_above else "NOT clearly above noise"),
+            ] for r in shown],
+            note="Noise SD: pooled SD of reruns of one calibration set under perturbations that leave the data unchanged "
+                 f"({'; '.join(sorted({p for r in shown for p in r.perturbations}))}); calibration SD: SD across calibration "
+                 f"sets (seeds) of the group, or pooled within sources for '{POOLED}'. Verdict: one-sided F test of the two "
+                 f"variances (scipy.stats.f.sf), 'above noise' when p < {ALPHA}; no multiple-comparison correction.",
+            anchor="noise-floor",
+        ))
+    ev_rows = []
+    for g in summary.groups:
+        ge = ev.groups.get(g.key)
+        if ge is None:
+            continue
+        for metric in ge.ci_mean:
+            stat = g.stats[metric]
+            needed = ge.needed.get(metric)
+            ev_rows.append([g.model, g.method, g.source, _size(g.n_samples, g.seq_len)] + v(g.variant) + [
+                _unit(metric), str(stat.n), _ci(metric, stat.mean, ge.ci_mean[metric]), _ci(metric, stat.sd, ge.ci_sd[metric]),
+                (str(needed) if isinstance(needed, NA) else f"{needed} ({ge.target.get(metric)})") if needed is not None else "–",
+            ])
+    if ev_rows:
+        out.append(Table(
+            title="Confidence intervals and calibration sets needed",
+            header=["model", "method", "source", "n×len"] + vh + ["metric", "n", "mean [95% CI]", "SD [95% CI]", "sets needed"],
+            rows=ev_rows,
+            note=f"95% bootstrap CIs over the calibration sets of each group: scipy.stats.bootstrap, BCa, {BOOTSTRAP_RESAMPLES} "
+                 f"resamples, seed {BOOTSTRAP_SEED}. Sets needed: smallest n whose Student-t 95% CI of the mean is no wider "
+                 "than the target (±0.5 accuracy points; ±1% of the mean perplexity), from the observed SD. n < 3 or all "
+                 "values equal: n/a (reason).",
+            anchor="evidence",
+        ))
+    if ev.dispersion_tests:
+        out.append(Table(
+            title="Equal dispersion between methods on the same source (Brown–Forsythe)",
+            header=["model", "source", "n×len"] + vh + ["metric", "methods (n)", "W", "p", "left out"],
+            rows=[[d.model, d.source, _size(d.n_samples, d.seq_len)] + v(d.variant) + [
+                _unit(d.metric), "–" if isinstance(d.result, NA) else ", ".join(f"{k} ({n})" for k, n in d.result.n.items()),
+                str(d.result) if isinstance(d.result, NA) else f"{d.result.statistic:.3g}",
+                "" if isinstance(d.result, NA) else _p(d.result.p), ", ".join(d.excluded) + (" (data-free)" if d.excluded else ""),
+            ] for d in ev.dispersion_tests],
+            note="scipy.stats.levene(center='median') across the data-dependent methods' values on one source (one value per "
+                 "calibration set); p < 0.05: the methods' spreads differ. Uncorrected (one test per source × metric).",
+            anchor="dispersion-tests",
+        ))
+    if ev.comparisons:
+        name = "Welch t" if ev.test == "welch" else "Mann–Whitney U"
+        effect = "Hedges' g" if ev.test == "welch" else "rank-biserial r"
+        out.append(Table(
+            title=f"Sources compared within each method ({name}, Holm-corrected)",
+            header=["model", "method", "n×len"] + vh + ["metric", "sources", "n", "means", "t" if ev.test == "welch" else "U",
+                                                         "p", "p (Holm)", effect],
+            rows=[[s.model, s.method, _size(s.n_samples, s.seq_len)] + v(s.variant) + [
+                _unit(s.metric), f"{s.comparison.a} vs {s.comparison.b}", f"{s.comparison.n_a}, {s.comparison.n_b}",
+                f"{_fmt(s.metric, s.comparison.mean_a)} vs {_fmt(s.metric, s.comparison.mean_b)}",
+                str(s.comparison.na) if s.comparison.na else f"{s.comparison.statistic:.3g}",
+                "" if s.comparison.na else _p(s.comparison.p), "" if s.comparison.na else _p(s.comparison.p_holm),
+                "" if s.comparison.na else f"{s.comparison.effect:+.2f}",
+            ] for s in ev.comparisons],
+            note=f"{name} per pair of sources, two-sided; p (Holm): Holm's correction over the pairs of one model × method × "
+                 f"size × metric (statsmodels multipletests). {effect}: positive when the first source's mean is larger. "
+                 "Data-free methods are not compared (see the controls).",
+            anchor="source-comparisons",
+        ))
+    return out

@@ -1,0 +1,164 @@
+"""The report's evidence (calib_sweep.report.evidence) on synthetic sweeps with known values: noise-floor
+reruns kept out of the groups and set against the across-calibration-sets SD, data-free controls, mixed
+evaluation protocols split (never pooled) with the reason, mixed hardware flagged, and n/a reasons in
+every output format (never 0 or NaN)."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from calib_sweep.report import load_jobs, summarize, write_report
+from test_report import _config, write_job
+
+HW = "cpu AMD EPYC [AVX512, mkl] x2 threads"
+
+
+def _job(sweep, num, method, source, seed, ppl, acc, *, threads="auto", rows=None, hardware=HW, **config_extra):
+    config = _config(method, source, seed)
+    config["threads"] = threads
+    config["perturb"] = {"row_order_seed": rows}
+    for dotted, value in config_extra.items():
+        node = config
+        *parents, leaf = dotted.split("__")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    metrics = {"perplexity/wikitext": ppl, "zeroshot/boolq/acc": acc, "zeroshot/mean_acc": acc,
+               "compression/kl_from_dense": ppl / 100}
+    return write_job(sweep, num, config, metrics=metrics, extra={"runtime": {"hardware": {"id": hardware}}})
+
+
+def _csv(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+GPTQ_SEEDS = [30.0, 30.4, 29.7, 30.9, 30.2]       # across calibration sets
+GPTQ_NOISE = [30.0, 30.01, 29.99, 30.02]          # seed 0 rerun: drawn order, threads=1, rows seed 1, rows seed 2
+WANDA_SEEDS = [40.0, 40.1, 39.9, 40.05, 39.95]
+WANDA_NOISE = [40.0, 41.0, 39.0, 40.5]            # noise larger than the spread across sets
+
+
+def _noise_sweep(root):
+    sweep = root / "s"
+    num = 0
+    for method, seeds, noise in (("gptq", GPTQ_SEEDS, GPTQ_NOISE), ("wanda", WANDA_SEEDS, WANDA_NOISE)):
+        for seed, ppl in enumerate(seeds):
+            _job(sweep, num, method, "c4", seed, ppl, 0.6 + seed / 100)
+            num += 1
+        for (threads, rows), ppl in zip(((1, None), ("auto", 1), ("auto", 2)), noise[1:]):
+            _job(sweep, num, method, "c4", 0, ppl, 0.6, threads=threads, rows=rows,
+                 hardware=HW.replace("x2", f"x{threads}") if threads != "auto" else HW)
+            num += 1
+    return sweep
+
+
+def test_noise_floor_reruns_stay_out_of_groups_and_are_tested_against_the_spread(tmp_path):
+    jobs = load_jobs([_noise_sweep(tmp_path)])
+    summary = summarize(jobs)
+    assert sum(j.repeat for j in jobs) == 6 and all(j.status == "ok" for j in jobs)
+    gptq = next(g for g in summary.groups if g.method == "gptq")
+    assert gptq.stats["perplexity/wikitext"].n == 5  # the 3 reruns of seed 0 are not calibration sets
+    assert gptq.stats["perplexity/wikitext"].sd == pytest.approx(np.std(GPTQ_SEEDS, ddof=1))
+    rows = {(r.method, r.source): r for r in summary.evidence.noise if r.metric == "perplexity/wikitext"}
+    g = rows[("gptq", "c4")]
+    assert g.noise_sd == pytest.approx(np.std(GPTQ_NOISE, ddof=1)) and g.noise_df == 3 and g.noise_runs == 4
+    assert g.calib_sd == pytest.approx(np.std(GPTQ_SEEDS, ddof=1)) and g.calib_df == 4
+    f = np.var(GPTQ_SEEDS, ddof=1) / np.var(GPTQ_NOISE, ddof=1)
+    assert g.test.statistic == pytest.approx(f) and g.test.p == pytest.approx(stats.f.sf(f, 4, 3))
+    assert g.clearly_above is True
+    assert g.perturbations == ["none", "rows=seed 1", "rows=seed 2", "threads=1"]
+    assert rows[("wanda", "c4")].clearly_above is False
+    out = tmp_path / "r"
+    write_report([tmp_path / "s"], out, wandb=False)
+    md = (out / "report.md").read_text()
+    assert "NOT clearly above noise" in md and "above noise" in md
+    noise_csv = [r for r in _csv(out / "noise_floor.csv") if r["metric"] == "perplexity/wikitext"]
+    assert {(r["method"], r["clearly_above_noise"]) for r in noise_csv} == {("gptq", "True"), ("wanda", "False")}
+    # hardware: the reruns ran with other thread counts, but every group's canonical jobs on one label
+    assert "Every group's finished jobs ran on one hardware label" in md
+    jobs_csv = _csv(out / "jobs.csv")
+    assert sum(r["noise_repeat"] == "True" for r in jobs_csv) == 6
+    assert {r["perturbation"] for r in jobs_csv} == {"", "threads=1", "rows=seed 1", "rows=seed 2"}
+
+
+def test_statistics_across_sources_in_every_format(tmp_path):
+    sweep = tmp_path / "s"
+    num = 0
+    values = {"c4": [30.0, 30.4, 29.7, 30.9, 30.2], "wikipedia": [32.0, 32.5, 31.8, 32.9, 32.2], "pile": [30.1, 30.0]}
+    for source, ppls in values.items():
+        for seed, ppl in enumerate(ppls):
+            _job(sweep, num, "sparsegpt", source, seed, ppl, 0.55 + seed / 200)
+            _job(sweep, num + 100, "gptq", source, seed, 28 + (ppl - 30) / 4, 0.60)
+            num += 1
+    out = tmp_path / "r"
+    files = write_report([sweep], out, wandb=False)
+    ev = files.summary.evidence
+    # Holm family: 3 pairs of sources within sparsegpt x perplexity; pile has n=2 -> n/a, out of the family
+    pairs = {(c.comparison.a, c.comparison.b): c.comparison for c in ev.comparisons
+             if c.method == "sparsegpt" and c.metric == "perplexity/wikitext"}
+    assert str(pairs[("c4", "pile")].na) == "n/a (n=2 < 3)"
+    cw = pairs[("c4", "wikipedia")]
+    assert cw.p == pytest.approx(stats.ttest_ind(values["c4"], values["wikipedia"], equal_var=False).pvalue)
+    assert cw.p_holm == pytest.approx(cw.p)  # the only testable pair
+    assert cw.effect < 0 and cw.p_holm < 0.05
+    # Brown-Forsythe between gptq and sparsegpt on c4 (gptq's values are sparsegpt's / 4 around 28)
+    bf = next(d for d in ev.dispersion_tests if d.source == "c4" and d.metric == "perplexity/wikitext")
+    gptq_c4 = [28 + (p - 30) / 4 for p in values["c4"]]
+    assert bf.result.statistic == pytest.approx(stats.levene(gptq_c4, values["c4"], center="median").statistic)
+    # gptq's accuracy is 0.60 in every job: its CI and sets needed say why they are n/a
+    gptq = next(g for g in files.summary.groups if g.method == "gptq" and g.source == "c4")
+    assert str(ev.groups[gptq.key].ci_mean["zeroshot/boolq/acc"]) == "n/a (all 5 values equal)"
+    rows = _csv(out / "evidence.csv")
+    pile = next(r for r in rows if r["method"] == "sparsegpt" and r["source"] == "pile" and r["metric"] == "perplexity/wikitext")
+    assert pile["mean_ci_low"] == "n/a (n=2 < 3)" and pile["sets_needed"] == "n/a (n=2 < 3)"
+    c4 = next(r for r in rows if r["method"] == "sparsegpt" and r["source"] == "c4" and r["metric"] == "perplexity/wikitext")
+    assert float(c4["mean_ci_low"]) < float(c4["mean"]) < float(c4["mean_ci_high"])
+    assert c4["bootstrap_seed"] == "0" and c4["bootstrap_resamples"] == "9999"
+    half = 0.01 * float(c4["mean"])
+    n = int(c4["sets_needed"])
+    s = float(c4["sd"])
+    assert stats.t.ppf(0.975, n - 1) * s / math.sqrt(n) <= half < stats.t.ppf(0.975, n - 2) * s / math.sqrt(n - 1)
+    md = (out / "report.md").read_text()
+    assert "n/a (n=2 < 3)" in md and "Holm" in md and "Brown–Forsythe" in md
+    assert not any(word in md.lower().split() for word in ("nan", "nan,", "nan]"))
+    html = (out / "report.html").read_text()
+    assert "n/a (n=2 &lt; 3)" in html and "noise" not in html.split("<h2")[0]
+
+
+def test_data_free_controls_mixed_protocols_and_mixed_hardware(tmp_path):
+    sweep = tmp_path / "s"
+    num = 0
+    for source in ("c4", "wikipedia"):
+        for seed in range(2):
+            _job(sweep, num, "rtn", source, seed, 27.65, 0.5)
+            # magnitude leaks: one job differs
+            _job(sweep, num + 50, "magnitude", source, seed, 40.0 + (0.5 if (source, seed) == ("wikipedia", 1) else 0), 0.4)
+            num += 1
+    # gptq on c4 evaluated on 20 and on 100 items: two groups, never pooled
+    for seed in range(3):
+        _job(sweep, 200 + seed, "gptq", "c4", seed, 30 + seed, 0.6, eval__zeroshot__limit=20)
+        _job(sweep, 210 + seed, "gptq", "c4", seed, 31 + seed, 0.62, eval__zeroshot__limit=100,
+             hardware=HW if seed < 2 else "cuda NVIDIA H200 (sm 9.0) x2 threads")
+    files = write_report([sweep], tmp_path / "r", wandb=False)
+    ev = files.summary.evidence
+    controls = {c.method: c for c in ev.controls}
+    assert controls["rtn"].identical and controls["rtn"].n_jobs == 4 and controls["rtn"].sources == ["c4", "wikipedia"]
+    assert not controls["magnitude"].identical
+    assert controls["magnitude"].differing["perplexity/wikitext"] == pytest.approx(0.5)
+    gptq = [g for g in files.summary.groups if g.method == "gptq"]
+    assert len(gptq) == 2 and {g.stats["perplexity/wikitext"].n for g in gptq} == {3}
+    assert ("eval.zeroshot.limit", "evaluation protocol", ["100", "20"]) in ev.splits
+    (flag,) = ev.hardware_flags
+    assert "eval.zeroshot.limit=100" in flag[0] and flag[1] == sorted([HW, "cuda NVIDIA H200 (sm 9.0) x2 threads"])
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "Why groups are split" in md and "evaluation protocol" in md
+    assert "FLAGGED" in md and "cuda NVIDIA H200" in md
+    assert "NO: compression/kl_from_dense range 0.005; ppl wikitext range 0.5 |" in md
+    controls_csv = {r["method"]: r for r in _csv(tmp_path / "r" / "controls.csv")}
+    assert controls_csv["rtn"]["identical"] == "True" and controls_csv["magnitude"]["identical"] == "False"
