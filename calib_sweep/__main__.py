@@ -24,6 +24,7 @@ log = logging.getLogger("calib_sweep")
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def _app(cfg: DictConfig) -> float | None:
     from calib_sweep.assets import AssetError
+    from calib_sweep.cluster import is_scheduler_launcher
     from calib_sweep.errors import ConfigError
     from calib_sweep.job import one_line, report_failure, run_job
     from calib_sweep.runtime import Terminated
@@ -38,7 +39,7 @@ def _app(cfg: DictConfig) -> float | None:
         record = run_job(cfg, output_dir, resume=multirun, group=group, launcher=launcher)
     except Terminated as exc:
         report_failure(exc, output_dir)
-        if multirun and "submitit" in str(launcher.get("_target_", "")):
+        if multirun and is_scheduler_launcher(launcher):
             return None  # one scheduler job of many: its failure record speaks for it in the summary
         sys.exit(128 + exc.signum)
     except (ConfigError, AssetError) as exc:
