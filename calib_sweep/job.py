@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from calib_sweep import methods, models, runtime
+from calib_sweep import cluster, methods, models, runtime
 from calib_sweep.claims import claim_job_folder
 from calib_sweep.data import (
     build_calibration_set,
@@ -186,6 +186,7 @@ def run_job(
             return skipped
     record: dict[str, Any] = {"status": "running", "config_key": key, "config": resolved, "versions": versions()}
     record.update(models.weights_record(cfg.model))  # "weights": pretrained | random (model.init=random: timing only)
+    record.update(cluster.scheduler_record())  # "slurm": job id (= its .submitit/ log folder), partition, node...
     run: WandbRun | None = None
     device = None
     with runtime.TerminationSignals() as signals:
