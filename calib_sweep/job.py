@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from calib_sweep import cluster, methods, models, runtime
 from calib_sweep.claims import claim_job_folder
+from calib_sweep.methods import diagnostics
 from calib_sweep.data import (
     build_calibration_set,
     load_documents,
@@ -100,6 +101,12 @@ def validate(cfg: DictConfig) -> None:
     kl_windows = cfg.eval.get("kl_windows", 4)
     if isinstance(kl_windows, bool) or not isinstance(kl_windows, int) or kl_windows < 0:
         raise ConfigError(f"eval.kl_windows={kl_windows!r} must be an integer >= 0 (0 = no KL). Fix: e.g. 4.")
+    layer_diagnostics = cfg.eval.get("layer_diagnostics", False)
+    if not isinstance(layer_diagnostics, bool):
+        raise ConfigError(f"eval.layer_diagnostics={layer_diagnostics!r} must be true or false. Fix: eval.layer_diagnostics=true.")
+    if layer_diagnostics and kl_windows == 0:
+        raise ConfigError("eval.layer_diagnostics=true measures layer outputs on the KL windows, but eval.kl_windows=0. "
+                          "Fix: eval.kl_windows=4, or eval.layer_diagnostics=false.")
 
 
 def _eval_sources(cfg: DictConfig) -> dict[str, Any]:
@@ -292,13 +299,18 @@ def _run_stages(cfg, record, stages, output_dir: Path, device, dtype, eval_sourc
         with stages("calibrate"):
             calib = calibrate(model)
 
-    kl_ids, kl_reference = None, None
-    if cfg.method.name != "dense" and int(cfg.eval.get("kl_windows", 4)) > 0 and eval_tokens:
+    kl_ids, kl_reference, dense_outputs = None, None, None
+    layer_names = list(methods.target_linears(model))
+    diagnostics_on = bool(cfg.eval.get("layer_diagnostics", False))
+    if int(cfg.eval.get("kl_windows", 4)) > 0 and eval_tokens and (cfg.method.name != "dense" or diagnostics_on):
         with stages("verify"):  # the dense model's predictions on a few held-out windows
             kl_ids = _kl_windows(next(iter(eval_tokens.values())), int(cfg.eval.get("kl_windows", 4)), int(cfg.samples.seq_len), bos)
-            if kl_ids is not None:
+            if kl_ids is not None and cfg.method.name != "dense":
                 kl_reference, record["caches"]["kl_reference"] = methods.reference_logprobs_cached(
                     model, kl_ids, models.model_identity(cfg.model))
+        if diagnostics_on and kl_ids is not None:
+            with stages("diagnostics"):  # each target layer's dense output at a few held-out positions
+                dense_outputs = diagnostics.capture_outputs(model, kl_ids, layer_names)
 
     with stages("compress"):
         model = methods.compress(model, calib.input_ids.to(device), cfg.method)
@@ -315,6 +327,13 @@ def _run_stages(cfg, record, stages, output_dir: Path, device, dtype, eval_sourc
                 "unit": "nats per token, KL(dense || compressed), dense top-64 + rest bucket",
             }
         log.info("compression check: %s", record["compression"]["summary"])
+    if diagnostics_on:
+        with stages("diagnostics"):  # per-layer figures: the library's own, and output error vs dense
+            errors = diagnostics.output_errors(model, kl_ids, dense_outputs) if dense_outputs is not None else None
+            record["layers"] = diagnostics.layer_record(
+                layer_names, methods.captured_layers(model), record["compression"].get("damping"), errors,
+                int(diagnostics.positions(*kl_ids.shape).numel()) if kl_ids is not None else None)
+    with stages("evaluate"):
         metrics, evaluation = evaluate_model(model, tokenizer, cfg.eval, eval_tokens, bos)
     if cfg.method.get("save", False):
         with stages("save"):  # last use of the compressed model: saving may pack it in memory

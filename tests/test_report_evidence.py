@@ -162,3 +162,35 @@ def test_data_free_controls_mixed_protocols_and_mixed_hardware(tmp_path):
     assert "NO: compression/kl_from_dense range 0.005; ppl wikitext range 0.5 |" in md
     controls_csv = {r["method"]: r for r in _csv(tmp_path / "r" / "controls.csv")}
     assert controls_csv["rtn"]["identical"] == "True" and controls_csv["magnitude"]["identical"] == "False"
+
+
+def test_layer_diagnostics_heatmap_spread_and_spearman(tmp_path):
+    from calib_sweep.report import layers
+
+    sweep = tmp_path / "s"
+    names = [f"model.layers.{i}.mlp.down_proj" for i in range(4)]
+    num = 0
+    for source in ("c4", "wikipedia"):
+        for seed in range(3):
+            ppl = 30 + num  # layer 3's error rises with perplexity; layer 0's is constant; layer 1 falls
+            folder = _job(sweep, num, "gptq", source, seed, ppl, 0.6)
+            import json as _json
+            record = _json.loads((folder / "results.json").read_text())
+            record["layers"] = {"names": names, "output_error": [0.01, 0.5 / (num + 1), 0.02 + 0.001 * (num % 2), 10.0 ** num]}
+            (folder / "results.json").write_text(_json.dumps(record))
+            num += 1
+    files = write_report([sweep], tmp_path / "r", wandb=False)
+    (family,) = files.summary.layer_families
+    assert layers.set_labels(family) == ["c4 s0", "c4 s1", "c4 s2", "wikipedia s0", "wikipedia s1", "wikipedia s2"]
+    assert family.spread[0][0] == names[3] and family.spread[0][1] == pytest.approx(np.std(range(6), ddof=1))
+    corr = {(r[0], r[1]): r for r in family.correlations}
+    assert corr[("perplexity/wikitext", names[3])][2] == pytest.approx(1.0)
+    assert corr[("perplexity/wikitext", names[1])][2] == pytest.approx(-1.0)
+    assert str(corr[("perplexity/wikitext", names[0])][2]) == "n/a (constant values)"
+    rho, p = stats.spearmanr([0.02, 0.021] * 3, range(30, 36))
+    assert corr[("perplexity/wikitext", names[2])][2] == pytest.approx(rho)
+    assert any(p.name.startswith("layers_") for p in files.figures)
+    rows = _csv(tmp_path / "r" / "layers.csv")
+    assert len(rows) == 4 * 6 and {r["source"] for r in rows} == {"c4", "wikipedia"}
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "varies most" in md and "Spearman" in md

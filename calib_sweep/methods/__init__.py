@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "KINDS", "DATA_FREE", "IGNORE", "parse_structure", "validate_method", "build_recipe", "compress", "fingerprint",
     "verify", "target_linears", "save", "sparsity_config", "SAVE_RECORD", "reference_logprobs", "reference_logprobs_cached", "kl_from_reference", "TopKLogprobs",
-    "calibration_sequences",
+    "calibration_sequences", "captured_layers", "DATA_FREE",
 ]
 
 KINDS = {
@@ -286,7 +286,8 @@ def compress(model, input_ids: torch.Tensor, method_cfg: Any, attention_mask: to
 
     Returns:
         The compressed model (the same object for dense).  What was measured on the way (damping
-        per layer, SpQR outliers and bits) is kept on the model for :func:`verify`.
+        per layer, SpQR outliers and bits, the library's per-layer figures for
+        :mod:`calib_sweep.methods.diagnostics`) is kept on the model for :func:`verify`.
 
     Raises:
         ConfigError: bad shapes or an all-zero mask; CompressionError: NaN/Inf inputs or Hessians
@@ -314,11 +315,19 @@ def compress(model, input_ids: torch.Tensor, method_cfg: Any, attention_mask: to
     else:
         from calib_sweep.methods.llmc import run_oneshot
 
-        model, damping = run_oneshot(model, sequences, method_cfg)
+        model, damping, captured = run_oneshot(model, sequences, method_cfg)
         if damping:
             record["damping"] = damping
+        if captured:
+            record["library_layers"] = captured
     setattr(model, _RECORD, record)
     return model
+
+
+def captured_layers(model) -> dict[str, dict[str, float]]:
+    """The per-layer figures the compression library computed during :func:`compress` (``{layer: {field:
+    value}}``, see :mod:`calib_sweep.methods.diagnostics`); empty for methods that do not run on it."""
+    return dict((getattr(model, _RECORD, {}) or {}).get("library_layers", {}))
 
 
 def _distinct_per_group(weight: torch.Tensor, group: int | None, perm: torch.Tensor | None = None) -> torch.Tensor:

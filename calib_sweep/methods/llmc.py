@@ -194,12 +194,16 @@ def patched(model: torch.nn.Module, damping: dict[str, float]):
         IntermediatesCache.pin_memory = orig_pin
 
 
-def run_oneshot(model, sequences: list[torch.Tensor], method_cfg: Any) -> tuple[torch.nn.Module, dict[str, float]]:
+def run_oneshot(model, sequences: list[torch.Tensor], method_cfg: Any) -> tuple[torch.nn.Module, dict[str, float], dict]:
     """Run llmcompressor's ``oneshot`` on unpadded sequences, one per batch (so no padding exists).
 
     Returns:
-        ``(model, {layer name: damping fraction used})`` (damping only for GPTQ/SparseGPT).
+        ``(model, {layer name: damping fraction used}, {layer name: {field: value}})``: damping only for
+        GPTQ/SparseGPT; the per-layer figures the library computed, captured by
+        :class:`calib_sweep.methods.diagnostics.LibraryCapture` (GPTQ, SparseGPT, Wanda).
     """
+    from calib_sweep.methods.diagnostics import LibraryCapture
+
     from datasets import Dataset
     from llmcompressor import oneshot
 
@@ -207,7 +211,7 @@ def run_oneshot(model, sequences: list[torch.Tensor], method_cfg: Any) -> tuple[
     rows = [seq.reshape(-1).tolist() for seq in sequences]
     dataset = Dataset.from_dict({"input_ids": rows, "attention_mask": [[1] * len(r) for r in rows]})
     damping: dict[str, float] = {}
-    with patched(model, damping):
+    with patched(model, damping), LibraryCapture(model) as capture:
         model = oneshot(
             model=model,
             dataset=dataset,
@@ -219,7 +223,7 @@ def run_oneshot(model, sequences: list[torch.Tensor], method_cfg: Any) -> tuple[
         )
     if method_cfg.name in ("rtn", "awq"):
         fake_quantize_in_place(model)
-    return model, damping
+    return model, damping, capture.rows
 
 
 def fake_quantize_in_place(model) -> int:

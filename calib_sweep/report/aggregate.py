@@ -16,6 +16,7 @@ from typing import Iterable
 
 from calib_sweep.report.collect import Job, finite
 from calib_sweep.report.evidence import Evidence, compute
+from calib_sweep.report.layers import families as layer_families
 
 
 @dataclass
@@ -151,6 +152,7 @@ class Summary:
     series: dict[tuple, list[Group]]
     dense_reference: dict[str, dict[str, float]]
     evidence: Evidence | None = None
+    layer_families: list = field(default_factory=list)  # calib_sweep.report.layers.LayerFamily
 
     @property
     def counts(self) -> dict[str, int]:
@@ -204,7 +206,7 @@ def summarize(jobs: list[Job], test: str = "welch") -> Summary:
     return Summary(
         jobs=jobs, groups=groups, metrics=ordered, dispersion=dispersion(groups, ordered),
         series=sample_size_series(groups), dense_reference=dense_reference(jobs),
-        evidence=compute(jobs, groups, ordered, test),
+        evidence=compute(jobs, groups, ordered, test), layer_families=layer_families(jobs),
     )
 
 

@@ -64,6 +64,7 @@ class Job:
         hardware: ``results.json["runtime"]["hardware"]["id"]`` (CPU/GPU, kernels, threads), None when
             the record predates it.
         repeat: True for a noise-floor rerun of a seed that another (canonical) job represents.
+        layers: ``results.json["layers"]`` (per-layer diagnostics: names, output_error, ...), empty if absent.
     """
 
     folder: Path
@@ -80,6 +81,7 @@ class Job:
     hardware: str | None = None
     repeat: bool = False
     variant_items: list[tuple[str, str]] = field(default_factory=list)
+    layers: dict[str, Any] = field(default_factory=dict)
 
     @property
     def perturbation(self) -> str:
@@ -238,6 +240,8 @@ def read_job(folder: Path) -> Job:
     job.hardware = str(hardware["id"]) if hardware.get("id") else None
     if job.status == "ok":
         job.metrics = _numeric(record.get("metrics"))
+        if isinstance(record.get("layers"), dict) and isinstance(record["layers"].get("names"), list):
+            job.layers = record["layers"]
     else:
         if job.status not in ("failed", "missing"):  # "running" or anything unexpected: not a result
             job.error = f"status {job.status!r} in results.json"

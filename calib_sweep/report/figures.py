@@ -5,6 +5,7 @@
   results exist; every perplexity text always.
 * Sample-size curves, per model: mean ± SD (error bars, ddof=1) of perplexity and mean accuracy against
   ``n_samples`` (log2 axis), one line per method × source × seq_len, drawn when n_samples varies.
+* Per-layer heatmaps (:func:`calib_sweep.report.layers.heatmap`): output error per layer x calibration set.
 """
 
 from __future__ import annotations
@@ -168,4 +169,7 @@ def sample_size_plots(summary: Summary) -> list[Figure]:
 
 def all_figures(summary: Summary) -> list[Figure]:
     """Box plots then sample-size curves."""
-    return box_plots(summary) + sample_size_plots(summary)
+    from calib_sweep.report.layers import heatmap
+
+    heatmaps = [f for f in (heatmap(family) for family in summary.layer_families) if f is not None]
+    return box_plots(summary) + sample_size_plots(summary) + heatmaps

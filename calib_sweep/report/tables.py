@@ -131,6 +131,9 @@ def build_tables(summary: Summary) -> list[Table]:
     from calib_sweep.report import evidence_tables
 
     tables += evidence_tables.tables(summary, with_variant)
+    from calib_sweep.report import layers
+
+    tables += layers.tables(summary.layer_families)
     all_rows = []
     for g in summary.groups:
         for metric, stat in g.stats.items():
@@ -228,7 +231,9 @@ def write_csvs(summary: Summary, out: Path) -> list[Path]:
         written.append(_write_csv(out / "sample_size.csv", rows))
     from calib_sweep.report import evidence_tables
 
-    for name, rows in evidence_tables.rows(summary).items():
+    from calib_sweep.report import layers
+
+    for name, rows in {**evidence_tables.rows(summary), **layers.csv_rows(summary.layer_families)}.items():
         written.append(_write_csv(out / f"{name}.csv", rows))
     if summary.dense_reference:
         written.append(_write_csv(out / "dense_reference.csv", [

@@ -105,7 +105,9 @@ def upload(summary: Summary, out: Path, figure_files: dict[str, Path], say: Call
                     sizes, "n_samples", m, stroke="series", title=f"{metric_label(m)} vs n_samples")
         from calib_sweep.report import evidence_tables
 
-        for name, table_rows in evidence_tables.rows(summary).items():
+        from calib_sweep.report import layers
+
+        for name, table_rows in {**evidence_tables.rows(summary), **layers.csv_rows(summary.layer_families)}.items():
             columns = list(dict.fromkeys(k for row in table_rows for k in row))
             logged[f"report/{name}"] = wandb.Table(columns=columns, data=[[_cell(row.get(c)) for c in columns] for row in table_rows])
         for title, path in figure_files.items():

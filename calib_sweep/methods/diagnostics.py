@@ -1,0 +1,203 @@
+"""Layer-wise diagnostics: where in the network a calibration set's effect arises.
+
+Two kinds of figures per target layer (every ``nn.Linear`` but the output head), in layer order:
+
+* **What the compression library computed**, captured from its own return values and arguments while it
+  runs (:class:`LibraryCapture`, a context manager around llmcompressor's functions, never parsed from log
+  text): GPTQ's reconstruction loss (``quantize_weight``'s per-layer ``losses``: sum over rows of the
+  OBS error ``sum (w - q)^2 / [H^-1]_jj / 2``, Frantar et al. 2023, Alg. 1), SparseGPT's loss
+  (``sparsify_weight``'s first return value, Frantar & Alistarh 2023), the trace of the layer's Hessian
+  ``H = 2/n X X^T`` before damping (units: squared activations), the fraction of weights the method
+  changed, and for Wanda the input-activation norm statistics of its ``row_scalars`` (per input channel
+  ``||X_j||_2^2 / n``, Sun et al. 2024, Eq. 1).  Damping used per layer comes from the compress record.
+* **Output error on held-out windows** (:func:`capture_outputs`, :func:`output_errors`): the relative
+  Frobenius norm ``||Y_c - Y_d||_F / ||Y_d||_F`` of the layer's output in the compressed vs the dense
+  model, both run on the KL windows, at :data:`POSITIONS` token positions spread evenly over them (so the
+  dense outputs kept in memory are ``POSITIONS x out_features`` floats per layer: 224 layers of a 7B model
+  ~0.6 GB in bfloat16, on the CPU).  The error includes what earlier layers passed on: it is the layer's
+  output as the compressed network computes it.
+
+:func:`layer_record` packs both into ``results.json["layers"]``: the layer names once, then one list per
+field in the same order (``null`` where a method has no such figure); 224 layers take ~40 KB.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any
+
+import torch
+
+#: Token positions (spread evenly over the KL windows) at which layer outputs are compared.
+POSITIONS = 128
+
+#: Fields of ``results.json["layers"]`` (besides ``names``), with their units.
+FIELDS = {
+    "output_error": "relative Frobenius norm ||Y_compressed - Y_dense|| / ||Y_dense|| on held-out windows",
+    "library_error": "the library's own reconstruction loss (GPTQ / SparseGPT), in its units (squared weights / H^-1)",
+    "hessian_trace": "trace of H = 2/n X X^T before damping (squared activation units)",
+    "damping": "fraction of the mean Hessian diagonal added before the inverse",
+    "fraction_changed": "fraction of the layer's weights that differ from the dense weights",
+    "act_norm_mean": "Wanda: mean over input channels of ||X_j||^2 / n",
+    "act_norm_max_ratio": "Wanda: largest over mean input-channel ||X_j||^2 / n (outlier channels)",
+}
+
+
+def _changed(before: torch.Tensor, after: torch.Tensor) -> float:
+    return float((before.reshape(after.shape) != after).float().mean())
+
+
+class LibraryCapture:
+    """Context manager: records what llmcompressor computes per layer during one ``oneshot`` call.
+
+    Wraps (and restores on exit) ``gptq.base.prepare_batch`` / ``quantize_weight`` (loss, Hessian trace,
+    changed fraction), ``pruning.sparsegpt.base.sparsify_weight`` (loss, trace, changed fraction) and
+    ``pruning.wanda.base.sparsify_weight`` (activation norms, changed fraction).  The library's results
+    are passed through unchanged.
+
+    Attributes:
+        rows: ``{layer name: {field: float}}``, fields as in :data:`FIELDS`.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        self.names = {module: name for name, module in model.named_modules()}
+        self.rows: dict[str, dict[str, float]] = {}
+        self._batch: list[torch.nn.Module] = []
+        self._restore: list[tuple[Any, str, Any]] = []
+
+    def _set(self, module: Any, **fields: float) -> None:
+        self.rows.setdefault(self.names.get(module, str(module)), {}).update(fields)
+
+    def _wrap(self, owner: Any, attr: str, make) -> None:
+        original = getattr(owner, attr)
+        self._restore.append((owner, attr, original))
+        setattr(owner, attr, make(original))
+
+    def __enter__(self) -> "LibraryCapture":
+        from llmcompressor.modifiers.gptq import base as gptq_base
+        from llmcompressor.modifiers.pruning.sparsegpt import base as sgpt_base
+        from llmcompressor.modifiers.pruning.wanda import base as wanda_base
+
+        def prepare_batch(original):
+            def wrapper(batch, *args, **kwargs):
+                self._batch = list(batch)
+                return original(batch, *args, **kwargs)
+            return wrapper
+
+        def quantize_weight(original):
+            def wrapper(*args, **kwargs):
+                weights, hessians = kwargs.get("weights", args[0] if args else None), kwargs.get("hessians", args[1] if len(args) > 1 else None)
+                before = weights.clone()
+                traces = [float(torch.diagonal(h).sum()) for h in hessians]  # before factorize_hessian damps it
+                quantized, losses, fallback = original(*args, **kwargs)
+                for index, module in enumerate(self._batch[: quantized.shape[0]]):
+                    self._set(module, library_error=float(losses[index]), hessian_trace=traces[index],
+                              fraction_changed=_changed(before[index], quantized[index].to(before.dtype)))
+                return quantized, losses, fallback
+            return wrapper
+
+        def sgpt_sparsify(original):
+            def wrapper(module, hessians_dict, *args, **kwargs):
+                trace = float(torch.diagonal(hessians_dict[module]).sum())
+                before = module.weight.detach().clone()
+                loss, weight = original(module, hessians_dict, *args, **kwargs)
+                self._set(module, library_error=float(loss), hessian_trace=trace, fraction_changed=_changed(before, weight))
+                return loss, weight
+            return wrapper
+
+        def wanda_sparsify(original):
+            def wrapper(module, row_scalars_dict, *args, **kwargs):
+                norms = row_scalars_dict[module].detach().float().reshape(-1)
+                mean = float(norms.mean())
+                before = module.weight.detach().clone()
+                weight = original(module, row_scalars_dict, *args, **kwargs)
+                self._set(module, act_norm_mean=mean, act_norm_max_ratio=float(norms.max()) / mean if mean > 0 else math.inf,
+                          fraction_changed=_changed(before, weight))
+                return weight
+            return wrapper
+
+        self._wrap(gptq_base, "prepare_batch", prepare_batch)
+        self._wrap(gptq_base, "quantize_weight", quantize_weight)
+        self._wrap(sgpt_base, "sparsify_weight", sgpt_sparsify)
+        self._wrap(wanda_base, "sparsify_weight", wanda_sparsify)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        while self._restore:
+            owner, attr, original = self._restore.pop()
+            setattr(owner, attr, original)
+
+
+def positions(n_windows: int, seq_len: int, count: int = POSITIONS) -> torch.Tensor:
+    """``count`` (or fewer) flat token indices spread evenly over ``n_windows x seq_len`` tokens, int64."""
+    total = n_windows * seq_len
+    return torch.unique(torch.linspace(0, total - 1, min(count, total)).round().long())
+
+
+@torch.no_grad()
+def capture_outputs(model: torch.nn.Module, token_ids: torch.Tensor, layers: list[str],
+                    count: int = POSITIONS) -> dict[str, torch.Tensor]:
+    """Each named layer's output at :func:`positions` of the windows.
+
+    Args:
+        model: a causal LM (any device/dtype); run one window at a time.
+        token_ids: ``int64 [n_windows, seq_len]`` (the KL windows).
+        layers: names of ``nn.Linear`` modules in ``model``.
+
+    Returns:
+        ``{name: float32 [P, out_features]}`` on the CPU, rows in position order.
+    """
+    modules = dict(model.named_modules())
+    where = positions(token_ids.shape[0], token_ids.shape[1], count)
+    per_window = [(w, where[(where // token_ids.shape[1]) == w] % token_ids.shape[1]) for w in range(token_ids.shape[0])]
+    parts: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    current: list[torch.Tensor] = []
+
+    def hook(name):
+        def fn(module, inputs, output):
+            parts[name].append(output[0, current[0].to(output.device)].float().cpu())
+        return fn
+
+    handles = [modules[name].register_forward_hook(hook(name)) for name in layers]
+    device = next(model.parameters()).device
+    try:
+        for window, cols in per_window:
+            if not len(cols):
+                continue
+            current[:] = [cols]
+            model(token_ids[window : window + 1].to(device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: torch.cat(chunks) for name, chunks in parts.items() if chunks}
+
+
+def output_errors(model: torch.nn.Module, token_ids: torch.Tensor, dense: dict[str, torch.Tensor],
+                  count: int = POSITIONS) -> dict[str, float]:
+    """Relative Frobenius norm ``||Y_c - Y_d|| / ||Y_d||`` of each layer's output (``dense`` from
+    :func:`capture_outputs` on the dense model, same windows and ``count``); 0.0 when unchanged."""
+    compressed = capture_outputs(model, token_ids, list(dense), count)
+    out = {}
+    for name, reference in dense.items():
+        norm = float(torch.linalg.norm(reference))
+        diff = float(torch.linalg.norm(compressed[name] - reference))
+        out[name] = diff / norm if norm > 0 else (0.0 if diff == 0 else math.inf)
+    return out
+
+
+def layer_record(names: list[str], captured: dict[str, dict[str, float]], damping: dict[str, float] | None,
+                 output_error: dict[str, float] | None, n_positions: int | None) -> dict[str, Any]:
+    """``results.json["layers"]``: names once, then one list per field (see :data:`FIELDS`) in their order.
+
+    Fields no layer has are left out; a layer without a value gets ``null``.  Non-finite floats are
+    written as strings (``"inf"``) by the results writer.
+    """
+    columns: dict[str, list[Any]] = {}
+    sources = {"output_error": output_error or {}, "damping": damping or {}}
+    for field in FIELDS:
+        values = [sources[field].get(n) if field in sources else captured.get(n, {}).get(field) for n in names]
+        if any(v is not None for v in values):
+            columns[field] = values
+    return {"names": list(names), **columns, "positions": n_positions,
+            "units": {k: v for k, v in FIELDS.items() if k in columns}}
