@@ -141,7 +141,8 @@ def capture_outputs(model: torch.nn.Module, token_ids: torch.Tensor, layers: lis
     """Each named layer's output at :func:`positions` of the windows.
 
     Args:
-        model: a causal LM (any device/dtype); run one window at a time.
+        model: a causal LM (any device/dtype).  All windows go through its decoder (``base_model``: the
+            output head, which no method compresses, is skipped) in one batch.
         token_ids: ``int64 [n_windows, seq_len]`` (the KL windows).
         layers: names of ``nn.Linear`` modules in ``model``.
 
@@ -150,27 +151,23 @@ def capture_outputs(model: torch.nn.Module, token_ids: torch.Tensor, layers: lis
     """
     modules = dict(model.named_modules())
     where = positions(token_ids.shape[0], token_ids.shape[1], count)
-    per_window = [(w, where[(where // token_ids.shape[1]) == w] % token_ids.shape[1]) for w in range(token_ids.shape[0])]
-    parts: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
-    current: list[torch.Tensor] = []
+    captured: dict[str, torch.Tensor] = {}
 
     def hook(name):
         def fn(module, inputs, output):
-            parts[name].append(output[0, current[0].to(output.device)].float().cpu())
+            flat = output.reshape(-1, output.shape[-1])
+            captured[name] = flat[where.to(flat.device)].float().cpu()
         return fn
 
     handles = [modules[name].register_forward_hook(hook(name)) for name in layers]
     device = next(model.parameters()).device
+    body = getattr(model, "base_model", model)  # the decoder without the LM head (same modules)
     try:
-        for window, cols in per_window:
-            if not len(cols):
-                continue
-            current[:] = [cols]
-            model(token_ids[window : window + 1].to(device))
+        body(token_ids.to(device))
     finally:
         for handle in handles:
             handle.remove()
-    return {name: torch.cat(chunks) for name, chunks in parts.items() if chunks}
+    return captured
 
 
 def output_errors(model: torch.nn.Module, token_ids: torch.Tensor, dense: dict[str, torch.Tensor],
