@@ -28,9 +28,9 @@ from typing import Any, Iterable
 RESULTS_FILE = "results.json"
 HYDRA_DIR = ".hydra"
 
-# Config keys that never change the numbers (where a run is logged, how it is named): they do not split
+# Config keys that never change the numbers (where a run is logged, how it is named, resume bookkeeping): they do not split
 # groups.  Everything else that varies between jobs of a sweep (method.sparsity, eval.*, dtype, ...) does.
-IGNORED_CONFIG_PREFIXES = ("logger.", "hydra.")
+IGNORED_CONFIG_PREFIXES = ("logger.", "hydra.", "resume.")
 # Numerical perturbations that leave the data unchanged: reruns under them are noise-floor repeats of
 # one job, not other groups (see the module docstring).
 PERTURBATION_KEYS = ("threads", "perturb.row_order_seed")
