@@ -14,6 +14,7 @@ from calib_sweep.data.sources import Document, load_documents, split_documents, 
 from calib_sweep.data import hub, offline  # noqa: E402,F401  isort: skip
 from calib_sweep.data.build import (  # noqa: E402
     build_calibration_set,
+    check_selection,
     dataset_config,
     heldout_token_ids,
     needs_model,
@@ -21,6 +22,7 @@ from calib_sweep.data.build import (  # noqa: E402
 
 __all__ = [
     "build_calibration_set",
+    "check_selection",
     "dataset_config",
     "heldout_token_ids",
     "needs_model",

@@ -50,9 +50,55 @@ def dataset_config(name: str) -> DictConfig:
     return OmegaConf.load(path)
 
 
-def needs_model(dataset_cfg: Any) -> bool:
-    """Whether drawing this calibration set needs the loaded model (self-generated text)."""
-    return dataset_cfg.get("loader") == "self_generated"
+def needs_model(dataset_cfg: Any, selection: Any = None) -> bool:
+    """Whether drawing this calibration set needs the loaded model: self-generated text, or a
+    selection strategy that scores windows with the dense model (``selection``: the ``selection``
+    config; ``None`` = random)."""
+    from calib_sweep.data.selection import selection_needs_model
+
+    return dataset_cfg.get("loader") == "self_generated" or selection_needs_model(selection)
+
+
+def check_selection(
+    dataset_cfg: Any, selection: Any, tokenizer, n_samples: int, seq_len: int, seed: int,
+    allow_fewer: bool = False, docs: list[Document] | None = None, bos_token_id: int | None = None,
+    separator_token_id: int | None = -1,
+) -> None:
+    """Check the ``selection`` config and whether the source's pool holds seed's share, before the
+    model loads (reads the source's token stream, which is cached, never the weights).
+
+    Args:
+        dataset_cfg, tokenizer, n_samples, seq_len, seed, allow_fewer, docs, bos_token_id,
+        separator_token_id: as for :func:`build_calibration_set`.
+        selection: the ``selection`` config (``None``: random).
+
+    Raises:
+        ConfigError: unknown strategy, band or parameter; a strategy that scores windows with
+            ``dataset=self_generated``; a pool too small for ``seed + 1`` shares of
+            ``n_samples * pool_factor`` windows (the message says how many disjoint sets it can give).
+    """
+    from calib_sweep.data.sampling import pool_error
+    from calib_sweep.data.selection import resolve, validate_selection
+
+    validate_selection(selection, dataset_cfg)
+    strategy, params = resolve(selection)
+    if strategy.name == "random" or dataset_cfg.get("loader") in ("self_generated",) or allow_fewer:
+        return  # random: the draw itself says so, as it always has
+    factor = int(params["pool_factor"])
+    slot_len = seq_len - (bos_token_id is not None)
+    if dataset_cfg.loader == "mixture":
+        parts = _components(dataset_cfg)
+        sources = [(c, n) for (c, _), n in zip(parts, split_counts(n_samples, [w for _, w in parts])) if n]
+    else:
+        sources = [(dataset_cfg, n_samples)]
+    for source_cfg, count in sources:
+        source_docs = docs if source_cfg is dataset_cfg and docs else load_documents(source_cfg)
+        calib_docs, _ = split_documents(source_docs, float(source_cfg.heldout_fraction))
+        _, starts, _ = token_stream(calib_docs, tokenizer, separator_token_id)
+        total = int(starts[-1])
+        if total // slot_len < (seed + 1) * count * factor:
+            raise pool_error(str(source_cfg.name), strategy.name, factor, total, total // slot_len, count, seq_len,
+                             seed, bos_token_id is not None)
 
 
 # ----------------------------------------------------------------------------------- mixtures
@@ -213,6 +259,7 @@ def build_calibration_set(
     docs: list[Document] | None = None,
     bos_token_id: int | None = None,
     separator_token_id: int | None = -1,
+    selection: Any = None,
 ) -> CalibrationSet:
     """Draw the calibration set a dataset config describes (see the module docstring).
 
@@ -230,15 +277,20 @@ def build_calibration_set(
             BOS anyway).
         separator_token_id: the model's end-of-text token, put after every document
             (:func:`calib_sweep.models.document_separator`; ``-1``: the tokenizer's EOS token).
+        selection: the ``selection`` config (``None``: random; :mod:`calib_sweep.data.selection`);
+            a mixture applies it to each component's share.
 
     Returns:
         A :class:`CalibrationSet` with ``input_ids`` of shape ``[n, seq_len]`` (int64).
 
     Raises:
-        ConfigError: invalid config, or too little data (see ``draw_calibration_set``).
+        ConfigError: invalid config, bad selection, or too little data (see ``draw_calibration_set``).
     """
+    from calib_sweep.data.selection import validate_selection
+
     validate_source(dataset_cfg)
-    if needs_model(dataset_cfg):
+    validate_selection(selection, dataset_cfg)
+    if dataset_cfg.get("loader") == "self_generated":
         if model is None:
             raise ValueError("self-generated calibration needs the model: call after loading it")
         return generate_calibration_set(model, tokenizer, dataset_cfg, n_samples, seq_len, seed, separator_token_id)
@@ -253,11 +305,12 @@ def build_calibration_set(
             drawn.append((component, weight, draw_calibration_set(
                 calib_docs, tokenizer, count, seq_len, seed, source=str(component.name),
                 permutation_seed=int(component.get("permutation_seed", 0)), allow_fewer=allow_fewer,
-                bos_token_id=bos_token_id, separator_token_id=separator_token_id,
+                bos_token_id=bos_token_id, separator_token_id=separator_token_id, selection=selection, model=model,
             )))
         sequences = [
             {**seq, "source": str(component.name)} for component, _, calib in drawn for seq in calib.sequences
         ]
+        selected = [calib.extra["selection"] for _, _, calib in drawn if "selection" in calib.extra]
         combined = CalibrationSet(
             input_ids=torch.cat([calib.input_ids for _, _, calib in drawn]),
             sequences=sequences, source=str(dataset_cfg.name), seed=int(seed),
@@ -272,12 +325,19 @@ def build_calibration_set(
                 for comp, weight, calib in drawn
             ]
         }
+        if selected:  # one strategy for all components; the shares differ per component
+            combined.extra["selection"] = {**{k: v for k, v in selected[0].items() if k not in ("pool", "info")},
+                                           "pool": {str(c.name): calib.extra["selection"]["pool"] for c, _, calib in drawn}}
+            scored = {str(c.name): calib.selection_scoring for c, _, calib in drawn if calib.selection_scoring}
+            if scored:
+                combined.selection_scoring = {"seconds": round(sum(v["seconds"] for v in scored.values()), 3),
+                                              "components": scored}
         return combined
     calib_docs, _ = split_documents(docs or load_documents(dataset_cfg), float(dataset_cfg.heldout_fraction))
     return draw_calibration_set(
         calib_docs, tokenizer, n_samples, seq_len, seed, source=str(dataset_cfg.name),
         permutation_seed=int(dataset_cfg.get("permutation_seed", 0)), allow_fewer=allow_fewer,
-        bos_token_id=bos_token_id, separator_token_id=separator_token_id,
+        bos_token_id=bos_token_id, separator_token_id=separator_token_id, selection=selection, model=model,
     )
 
 

@@ -5,8 +5,10 @@ Commands::
     sources [OVERRIDES...]              every dataset config with documents and tokens (calibration /
                                         held-out) for the model's tokenizer, and how many disjoint sets
                                         of samples.n_samples x samples.seq_len each can give
-    inspect [--results FILE | OVERRIDES...] [--show N]
-                                        statistics and anomaly flags of each sample of a calibration set
+    inspect [--results FILE | OVERRIDES...] [--show N] [--no-model]
+                                        statistics and anomaly flags of each sample of a calibration set,
+                                        and the set's distinct n-gram ratio, mean dense perplexity and
+                                        activation coverage (the last two load the model; --no-model skips them)
     rebuild FILE [--export OUT.jsonl]   rebuild the calibration set recorded in a results.json from its
                                         manifest (document ids and token spans), check its SHA-256, and
                                         optionally write the sequences' text (to publish the data)
@@ -93,29 +95,34 @@ def cmd_sources(overrides: list[str], out=sys.stdout) -> list[dict[str, Any]]:
     return rows
 
 
-def _load_model_if_needed(cfg):
+def _load_model_if_needed(cfg, always: bool = False):
     from calib_sweep import models
     from calib_sweep.data import needs_model
 
-    if not needs_model(cfg.dataset):
+    if not (always or needs_model(cfg.dataset, cfg.get("selection"))):
         return None
     device = models.resolve_device(cfg.device)
     return models.load_model(cfg.model, device, models.resolve_dtype(cfg.dtype, device))
 
 
-def cmd_inspect(results: str | None, overrides: list[str], show: int, out=sys.stdout) -> list[dict[str, Any]]:
-    """Print statistics and flags of each sample; return the rows (with text)."""
+def cmd_inspect(results: str | None, overrides: list[str], show: int, out=sys.stdout,
+                use_model: bool = True) -> list[dict[str, Any]]:
+    """Print statistics and flags of each sample, then the set's statistics
+    (:func:`calib_sweep.data.inspect.set_stats`; ``use_model=False`` skips the two that need the dense
+    model); return the per-sample rows (with text)."""
     from calib_sweep import models
     from calib_sweep.data import build_calibration_set
-    from calib_sweep.data.inspect import THRESHOLDS, inspect_set
+    from calib_sweep.data.inspect import THRESHOLDS, format_set_stats, inspect_set, set_stats
 
     cfg = OmegaConf.create(json.loads(Path(results).read_text())["config"]) if results else compose(overrides)
     tokenizer = _tokenizer(cfg)
+    model = _load_model_if_needed(cfg, always=use_model)
+    bos = models.bos_token_id(cfg.model, tokenizer)
+    separator = models.document_separator(cfg.model, tokenizer)
     calib = build_calibration_set(
         cfg.dataset, tokenizer, int(cfg.samples.n_samples), int(cfg.samples.seq_len), int(cfg.seed),
-        allow_fewer=bool(cfg.samples.get("allow_fewer", False)), model=_load_model_if_needed(cfg),
-        bos_token_id=models.bos_token_id(cfg.model, tokenizer),
-        separator_token_id=models.document_separator(cfg.model, tokenizer),
+        allow_fewer=bool(cfg.samples.get("allow_fewer", False)), model=model,
+        bos_token_id=bos, separator_token_id=separator, selection=cfg.get("selection"),
     )
     expect = "code" if "code" in str(cfg.dataset.name) else "en"
     rows = inspect_set(calib, tokenizer, expect_language=expect)
@@ -133,6 +140,9 @@ def cmd_inspect(results: str | None, overrides: list[str], show: int, out=sys.st
         )
     flagged = [r for r in rows if r["flags"]]
     print(f"{len(flagged)} of {len(rows)} samples flagged", file=out)
+    stats = set_stats(calib, model=model if use_model else None, dataset_cfg=cfg.dataset, tokenizer=tokenizer,
+                      selection=cfg.get("selection"), separator_token_id=separator)
+    print(format_set_stats(stats, calib), file=out)
     for r in rows[:show]:
         print(f"--- sample {r['index']} ---\n{r['text'][:600]}", file=out)
     return rows
@@ -169,7 +179,7 @@ def rebuild_input_ids(record: dict[str, Any], tokenizer=None) -> torch.Tensor:
 
         model = _load_model_if_needed(cfg)
         return build_calibration_set(cfg.dataset, tokenizer, manifest["n_samples"], manifest["seq_len"],
-                                     manifest["seed"], model=model,
+                                     manifest["seed"], model=model, selection=cfg.get("selection"),
                                      separator_token_id=models.document_separator(cfg.model, tokenizer)).input_ids
     # Manifests name their separator; older ones (without the key) used the tokenizer's EOS token.
     separator = manifest.get("separator_token_id", -1)
@@ -205,6 +215,16 @@ def cmd_rebuild(results: str, export: str | None, out=sys.stdout) -> bool:
     ok = got == expected
     print(f"{'OK' if ok else 'MISMATCH'}: rebuilt {ids.shape[0]} x {ids.shape[1]} tokens, sha256 {got}"
           + ("" if ok else f" != recorded {expected}"), file=out)
+    selection = record["calibration"].get("selection")
+    if selection:  # the chosen windows must lie in the recorded share: the proof of disjointness across seeds
+        pools = selection["pool"] if "slots" not in selection["pool"] else {None: selection["pool"]}
+        outside = [s["slot"] for s in record["calibration"]["sequences"]
+                   if s["slot"] not in set(pools[s.get("source") if None not in pools else None]["slots"])]
+        if outside:
+            ok = False
+        print(f"selection={selection['strategy']}: {len(record['calibration']['sequences']) - len(outside)} of "
+              f"{len(record['calibration']['sequences'])} windows lie in the recorded share"
+              + (f"; slots {outside[:5]} do not" if outside else ""), file=out)
     if export:
         with open(export, "w", encoding="utf-8") as handle:
             for index, (row, seq) in enumerate(zip(ids.tolist(), record["calibration"]["sequences"])):
@@ -222,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     p_inspect = sub.add_parser("inspect", help="statistics and anomaly flags of a calibration set's samples")
     p_inspect.add_argument("--results", help="a results.json whose calibration set to inspect")
     p_inspect.add_argument("--show", type=int, default=0, help="print the text of the first N samples")
+    p_inspect.add_argument("--no-model", action="store_true",
+                           help="skip the set statistics that need the dense model (perplexity, activation coverage)")
     p_inspect.add_argument("overrides", nargs="*")
     p_rebuild = sub.add_parser("rebuild", help="rebuild a recorded calibration set and check its hash")
     p_rebuild.add_argument("results")
@@ -231,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "sources":
             cmd_sources(args.overrides)
         elif args.command == "inspect":
-            cmd_inspect(args.results, args.overrides, args.show)
+            cmd_inspect(args.results, args.overrides, args.show, use_model=not args.no_model)
         else:
             return 0 if cmd_rebuild(args.results, args.export) else 1
     except (ConfigError, FileNotFoundError) as exc:

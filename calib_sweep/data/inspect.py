@@ -80,3 +80,83 @@ def inspect_set(calib, tokenizer, expect_language: str = "en") -> list[dict[str,
         stats = sample_stats(text, ids)
         rows.append({"index": index, **stats, "flags": flags(stats, expect_language), "text": text})
     return rows
+
+
+def distinct_ngram_ratio(input_ids, n: int = 3) -> float:
+    """Distinct token ``n``-grams of a whole set over all its ``n``-grams (rows do not join), in (0, 1].
+
+    Args:
+        input_ids: ``int64 [rows, seq_len]`` token ids (tensor or array).
+        n: n-gram length in tokens.
+
+    Returns:
+        The ratio (1.0 = no n-gram occurs twice anywhere in the set); 0.0 for rows shorter than ``n``.
+    """
+    grams = [tuple(row[i : i + n]) for row in input_ids.tolist() for i in range(len(row) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def set_stats(calib, model=None, dataset_cfg=None, tokenizer=None, selection=None, separator_token_id=-1,
+              batch_size: int = 8) -> dict[str, Any]:
+    """Statistics that tell selection strategies apart, for one calibration set.
+
+    * ``distinct_3gram_ratio``: :func:`distinct_ngram_ratio` with ``n = 3``.
+    * ``mean_dense_perplexity``: ``exp`` of the dense model's mean next-token NLL over the set's rows.
+    * ``activation_coverage``: the source's windows (every slot) are clustered by k-means (scikit-learn,
+      ``k = n_samples``, seed 0) on the dense model's mean-pooled hidden states of the selection's layer
+      (``selection.layer``; else the middle layer); the share of clusters holding at least one of the
+      set's windows, in (0, 1].  Document sources only.
+
+    A statistic that cannot be computed is ``None`` with its reason under ``"<name>_na"``.
+
+    Args:
+        calib: the :class:`~calib_sweep.data.CalibrationSet`.
+        model: the dense model (``None``: the two model statistics are skipped).
+        dataset_cfg, tokenizer, selection, separator_token_id: the set's source, tokenizer, ``selection``
+            config and separator (for the coverage's source windows).
+        batch_size: windows per forward pass.
+    """
+    import math
+
+    import numpy as np
+
+    stats: dict[str, Any] = {"distinct_3gram_ratio": round(distinct_ngram_ratio(calib.input_ids, 3), 4)}
+    if model is None:
+        for name in ("mean_dense_perplexity", "activation_coverage"):
+            stats[name], stats[f"{name}_na"] = None, "no model (--no-model)"
+        return stats
+    from calib_sweep.data.selection.scoring import source_features, window_features
+
+    nll = window_features(model, calib.input_ids, "nll", batch_size=batch_size, desc="inspect: perplexity")
+    stats["mean_dense_perplexity"] = round(math.exp(float(np.mean(nll))), 4)
+    if dataset_cfg is None or dataset_cfg.get("loader") in ("mixture", "self_generated") or tokenizer is None:
+        stats["activation_coverage"], stats["activation_coverage_na"] = None, "document sources only"
+        return stats
+    from sklearn.cluster import KMeans
+
+    from calib_sweep.data.sampling import token_stream
+    from calib_sweep.data.sources import load_documents, split_documents
+
+    docs, _ = split_documents(load_documents(dataset_cfg), float(dataset_cfg.heldout_fraction))
+    stream, starts, info = token_stream(docs, tokenizer, separator_token_id)
+    slot_len = calib.seq_len - (calib.bos_token_id is not None)
+    n_slots = int(starts[-1]) // slot_len
+    layer = (selection or {}).get("layer") if (selection or {}).get("name") == "activation_diversity" else None
+    pooled, _ = source_features(model, np.asarray(stream), slot_len, n_slots, ("pooled",),
+                                {"layer": layer, "batch_size": batch_size}, calib.bos_token_id, info.get("key"))
+    k = min(calib.n_samples, n_slots)
+    labels = KMeans(n_clusters=k, random_state=0, n_init=10).fit(np.asarray(pooled["pooled"], np.float64)).labels_
+    hit = {int(labels[seq["slot"]]) for seq in calib.sequences}
+    stats["activation_coverage"] = round(len(hit) / k, 4)
+    return stats
+
+
+def format_set_stats(stats: dict[str, Any], calib) -> str:
+    """One line with :func:`set_stats` (``n/a (reason)`` for a missing statistic)."""
+    def show(name: str, fmt: str) -> str:
+        return format(stats[name], fmt) if stats.get(name) is not None else f"n/a ({stats.get(name + '_na')})"
+
+    strategy = calib.extra.get("selection", {}).get("strategy", "random")
+    return (f"set (selection={strategy}): distinct 3-gram ratio {show('distinct_3gram_ratio', '.4f')}, "
+            f"mean dense perplexity {show('mean_dense_perplexity', '.3f')}, "
+            f"activation coverage {show('activation_coverage', '.3f')} (clusters of the source's windows, k = {calib.n_samples})")

@@ -64,6 +64,8 @@ class CalibrationSet:
         separator_token_id: the token that ends every document in the stream (``None``: none).
         stream_cache: whether the token stream came from the cache (``{"reused", "key"}``; not part
             of the manifest).
+        selection_scoring: for a model-based selection strategy, ``{"seconds", "windows", "reused",
+            "keys"}`` of scoring the source's windows (not part of the manifest; empty otherwise).
     """
 
     input_ids: torch.Tensor
@@ -78,6 +80,7 @@ class CalibrationSet:
     bos_token_id: int | None = None
     separator_token_id: int | None = None
     stream_cache: dict[str, Any] = field(default_factory=dict)
+    selection_scoring: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         if not self.token_sha256:
@@ -94,7 +97,20 @@ class CalibrationSet:
         return int(self.input_ids.shape[1])
 
     def manifest(self) -> dict[str, Any]:
-        """JSON-ready record of this set (the ``calibration`` key of ``results.json``)."""
+        """JSON-ready record of this set (the ``calibration`` key of ``results.json``).
+
+        A set chosen by a selection strategy other than ``random`` also has ``selection`` (strategy,
+        parameters, score meaning, the share's candidate slots) and a ``score`` per sequence; a
+        ``random`` set's manifest is the same as before selection strategies existed.
+        """
+        selection = self.extra.get("selection")
+        share = self.n_samples * (selection["params"]["pool_factor"] if selection else 1)
+        policy = ("documents joined with the end-of-text token (separator_token_id) into one stream; non-overlapping seq_len slots; "
+                  "fixed slot permutation; seed k takes slots [k*n, (k+1)*n)")
+        if selection:
+            policy = policy.replace("seed k takes slots [k*n, (k+1)*n)",
+                                    f"seed k's share is slots [k*n*f, (k+1)*n*f) (f = pool_factor); selection "
+                                    f"{selection['strategy']} chooses n of them")
         return {
             "source": self.source,
             "seed": self.seed,
@@ -103,13 +119,12 @@ class CalibrationSet:
             "seq_len": self.seq_len,
             "n_tokens": self.n_samples * self.seq_len,
             "slots_available": self.slots_available,
-            "max_disjoint_sets": self.slots_available // max(self.n_samples, 1),
+            "max_disjoint_sets": self.slots_available // max(share, 1),
             "documents_used": self.documents_used,
             "token_sha256": self.token_sha256,
             "bos_token_id": self.bos_token_id,
             "separator_token_id": self.separator_token_id,
-            "policy": "documents joined with the end-of-text token (separator_token_id) into one stream; non-overlapping seq_len slots; "
-            "fixed slot permutation; seed k takes slots [k*n, (k+1)*n)"
+            "policy": policy
             + ("; slots of seq_len - 1 tokens after a BOS token" if self.bos_token_id is not None else ""),
             **self.extra,
             "sequences": self.sequences,
@@ -243,6 +258,8 @@ def draw_calibration_set(
     allow_fewer: bool = False,
     bos_token_id: int | None = None,
     separator_token_id: int | None = -1,
+    selection: Any = None,
+    model=None,
 ) -> CalibrationSet:
     """Draw the ``seed``-th disjoint calibration set of ``n_samples`` x ``seq_len`` tokens.
 
@@ -259,14 +276,26 @@ def draw_calibration_set(
         bos_token_id: put this token in front of every row; slots then hold ``seq_len - 1``
             stream tokens (``None``: slots of ``seq_len``).
         separator_token_id: the token after every document (see :func:`tokenize_documents`).
+        selection: the ``selection`` config (``None``: ``random``); other strategies choose ``n_samples``
+            of the ``n_samples * pool_factor`` slots of seed's share (:mod:`calib_sweep.data.selection`).
+        model: the dense model, for strategies that score windows with it.
 
     Returns:
         A :class:`CalibrationSet` whose ``input_ids`` has shape ``[n_samples, seq_len]``, dtype int64.
 
     Raises:
-        ConfigError: the source cannot give ``seed + 1`` disjoint sets of this size (the message
-            says how many it can give and how to fix it).
+        ConfigError: the source cannot give ``seed + 1`` disjoint sets (shares) of this size (the
+            message says how many it can give and how to fix it), or a bad ``selection``.
+        ValueError: a model-based strategy without ``model``.
     """
+    from calib_sweep.data import selection as selections
+
+    strategy, params = selections.resolve(selection)
+    if strategy.name != "random":
+        return _select_calibration_set(
+            docs, tokenizer, n_samples, seq_len, seed, source, permutation_seed, allow_fewer, bos_token_id,
+            separator_token_id, strategy, params, model,
+        )
     validate_samples(n_samples, seq_len, seed, prepend_bos=bos_token_id is not None)
     slot_len = seq_len - (bos_token_id is not None)  # stream tokens per row
     separator = resolve_separator(tokenizer, separator_token_id)
@@ -324,3 +353,112 @@ def draw_calibration_set(
         separator_token_id=None if separator is None else int(separator),
         stream_cache=stream_cache,
     )
+
+
+def _pieces(slot: int, slot_len: int, starts: np.ndarray, docs: list[Document]) -> list[dict[str, Any]]:
+    """The (doc_id, start, end) token spans of one slot (see :class:`CalibrationSet`)."""
+    lo, hi = slot * slot_len, (slot + 1) * slot_len
+    pieces = []
+    index = bisect.bisect_right(starts, lo) - 1
+    while index < len(docs) and starts[index] < hi:
+        begin, end = max(lo, starts[index]), min(hi, starts[index + 1])
+        if end > begin:
+            pieces.append({"doc_id": docs[index].doc_id, "start": int(begin - starts[index]), "end": int(end - starts[index])})
+        index += 1
+    return pieces
+
+
+def pool_error(source: str, strategy: str, factor: int, total: int, slots: int, n_samples: int, seq_len: int,
+               seed: int, bos: bool) -> ConfigError:
+    """The one-line error for a source too small for seed's share of ``n_samples * factor`` candidates."""
+    share = n_samples * factor
+    can_give = slots // share
+    window = f"seq_len={seq_len}" + (" (BOS + text tokens)" if bos else "")
+    fix = (f"use seed<{can_give}, lower selection.pool_factor, samples.n_samples or samples.seq_len, or choose a larger source"
+           if can_give else "lower selection.pool_factor, samples.n_samples or samples.seq_len (not even one share fits), "
+           "or choose a larger source")
+    return ConfigError(
+        f"dataset {source!r} has {slots} non-overlapping windows of {window} ({total} tokens): selection={strategy} "
+        f"(pool_factor={factor}) can give {can_give} disjoint set(s) of n_samples={n_samples} from shares of {share} "
+        f"candidates; seed={seed} needs {(seed + 1) * share} windows. Fix: {fix}."
+    )
+
+
+def selection_pool(slots: int, n_samples: int, seed: int, factor: int, permutation_seed: int) -> np.ndarray:
+    """Seed's share of the fixed slot permutation: ``int64 [n_samples * factor]`` slot ids (permutation
+    positions ``[seed*n*f, (seed+1)*n*f)``; fewer when the permutation ends sooner)."""
+    order = np.random.default_rng(permutation_seed).permutation(slots)
+    share = n_samples * factor
+    return order[seed * share : (seed + 1) * share].astype(np.int64)
+
+
+def _select_calibration_set(
+    docs, tokenizer, n_samples, seq_len, seed, source, permutation_seed, allow_fewer, bos_token_id,
+    separator_token_id, strategy, params, model,
+) -> CalibrationSet:
+    """:func:`draw_calibration_set` for a strategy other than ``random`` (see that function)."""
+    from calib_sweep.data.selection import Candidates
+    from calib_sweep.data.selection.scoring import slot_rows, source_features
+
+    validate_samples(n_samples, seq_len, seed, prepend_bos=bos_token_id is not None)
+    if strategy.needs and model is None:
+        raise ValueError(f"selection={strategy.name} scores windows with the model: call after loading it")
+    factor = int(params["pool_factor"])
+    slot_len = seq_len - (bos_token_id is not None)
+    separator = resolve_separator(tokenizer, separator_token_id)
+    stream, starts, stream_cache = token_stream(docs, tokenizer, separator)
+    total = int(starts[-1])
+    slots = total // slot_len
+    requested = n_samples
+    left = slots - seed * n_samples * factor
+    if left < n_samples * factor and allow_fewer and left > 0:
+        n_samples = min(n_samples, left)
+        log.warning("dataset %r: seed=%d's share holds only %d of %d candidate windows (samples.allow_fewer=true): "
+                    "choosing %d", source, seed, left, requested * factor, n_samples)
+    elif left < n_samples * factor:
+        raise pool_error(source, strategy.name, factor, total, slots, n_samples, seq_len, seed, bos_token_id is not None)
+    pool = selection_pool(slots, requested, seed, factor, permutation_seed)
+    lengths = np.diff(starts)
+    touched = []  # documents (with tokens) each candidate window touches
+    for slot in pool.tolist():
+        first = int(np.searchsorted(starts, slot * slot_len, side="right")) - 1
+        last = int(np.searchsorted(starts, (slot + 1) * slot_len - 1, side="right")) - 1
+        ids = np.arange(first, last + 1)
+        touched.append(ids[lengths[ids] > 0])
+    scoring: dict[str, Any] = {}
+    features: dict[str, np.ndarray] = {}
+    if strategy.needs:
+        by_slot, scoring = source_features(model, stream, slot_len, slots, strategy.needs, params, bos_token_id,
+                                           stream_cache.get("key"))
+        features = {name: np.asarray(values)[pool] for name, values in by_slot.items()}
+    candidates = Candidates(
+        slots=pool, rows=slot_rows(stream, pool, slot_len, None),
+        n_documents=np.array([len(t) for t in touched], dtype=np.int64),
+        longest_document=np.array([int(lengths[t].max()) for t in touched], dtype=np.int64),
+        features=features,
+    )
+    choice = strategy.choose(candidates, n_samples, params)
+    chosen = pool[choice.indices]
+    if len(set(chosen.tolist())) != n_samples:
+        raise RuntimeError(f"selection={strategy.name} chose {len(set(chosen.tolist()))} distinct windows, not {n_samples}")
+    rows = slot_rows(stream, chosen, slot_len, bos_token_id)
+    sequences = []
+    used = set()
+    for slot, score in zip(chosen.tolist(), choice.scores.tolist()):
+        pieces = _pieces(slot, slot_len, starts, docs)
+        used.update(p["doc_id"] for p in pieces)
+        sequences.append({"slot": int(slot), "pieces": pieces, "score": round(float(score), 6)})
+    calib = CalibrationSet(
+        n_samples_requested=requested, input_ids=torch.from_numpy(rows), sequences=sequences, source=source,
+        seed=seed, slots_available=slots, documents_used=len(used),
+        bos_token_id=None if bos_token_id is None else int(bos_token_id),
+        separator_token_id=None if separator is None else int(separator),
+        stream_cache=stream_cache, selection_scoring=scoring,
+    )
+    calib.extra = {"selection": {
+        "strategy": strategy.name, "params": params, "score": strategy.score,
+        "pool": {"permutation_seed": int(permutation_seed), "positions": [seed * requested * factor, seed * requested * factor + len(pool)],
+                 "slots": [int(s) for s in pool]},
+        **({"info": choice.info} if choice.info else {}),
+    }}
+    return calib
