@@ -30,6 +30,7 @@ from calib_sweep.claims import claim_job_folder
 from calib_sweep.methods import diagnostics
 from calib_sweep.data import (
     build_calibration_set,
+    check_selection,
     load_documents,
     dataset_config,
     heldout_token_ids,
@@ -260,9 +261,12 @@ def _run_stages(cfg, record, stages, output_dir: Path, device, dtype, eval_sourc
         calib = build_calibration_set(
             cfg.dataset, tokenizer, int(cfg.samples.n_samples), int(cfg.samples.seq_len), int(cfg.seed),
             allow_fewer=bool(cfg.samples.get("allow_fewer", False)), model=model, docs=own_docs,
-            bos_token_id=bos, separator_token_id=separator,
+            bos_token_id=bos, separator_token_id=separator, selection=cfg.get("selection"),
         )
         record["calibration"] = calib.manifest()
+        if calib.selection_scoring:  # model-based selection scored the source's windows (inside calibrate)
+            stages.timings["selection_scoring"] = calib.selection_scoring["seconds"]
+            record["caches"]["selection_features"] = calib.selection_scoring
         row_seed = (cfg.get("perturb") or {}).get("row_order_seed")
         if row_seed is not None:  # experiment=noise_floor: same rows, another order
             calib.input_ids, order = permute_rows(calib.input_ids, int(row_seed))
@@ -279,7 +283,9 @@ def _run_stages(cfg, record, stages, output_dir: Path, device, dtype, eval_sourc
         # Self-generated sets need the model: they are drawn right after it loads.
         if cfg.dataset.loader not in ("mixture", "self_generated"):
             own_docs = load_documents(cfg.dataset)
-        calib = None if needs_model(cfg.dataset) else calibrate()
+        check_selection(cfg.dataset, cfg.get("selection"), tokenizer, int(cfg.samples.n_samples), int(cfg.samples.seq_len),
+                        int(cfg.seed), bool(cfg.samples.get("allow_fewer", False)), own_docs, bos, separator)
+        calib = None if needs_model(cfg.dataset, cfg.get("selection")) else calibrate()
         eval_tokens = {}
         for name, source_cfg in eval_sources.items():
             info = record["caches"].setdefault(f"heldout_stream/{name}", {})

@@ -23,7 +23,7 @@ def test_job_writes_complete_results(tiny_model_dir, tiny_corpus, tmp_path, isol
     assert math.isfinite(ppl) and 10 < ppl < 1000  # random 81-token model: near the vocabulary size
     assert saved["evaluation"]["perplexity/local_jsonl"]["seq_len"] == 64
     assert set(saved["timings"]) == {
-        "validate", "prepare", "calibrate", "load", "compress", "verify", "evaluate", "dense_baseline"
+        "validate", "prepare", "calibrate", "load", "compress", "verify", "diagnostics", "evaluate", "dense_baseline"
     }
     # The dense reference: computed once (isolated cache), then reused; deltas are ours minus dense.
     dense_ppl = saved["dense"]["metrics"]["perplexity/local_jsonl"]

@@ -100,7 +100,12 @@ def test_small_source_error_says_how_many_sets_c03(word_tokenizer):
     # Seed 1 of 40 needs windows 40..79: only 78 exist.
     with pytest.raises(ConfigError, match="enough for 1 disjoint set"):
         draw_calibration_set(docs, word_tokenizer, 40, 64, 1, "small")
-    assert draw_calibration_set(docs, word_tokenizer, 40, 64, 1, "small", allow_fewer=True).n_samples == 38
+    fewer = draw_calibration_set(docs, word_tokenizer, 40, 64, 1, "small", allow_fewer=True)
+    assert fewer.n_samples == 38
+    # the shortened last set takes the windows after seed 0's 40, never seed 0's own
+    first = draw_calibration_set(docs, word_tokenizer, 40, 64, 0, "small")
+    assert not {s["slot"] for s in fewer.sequences} & {s["slot"] for s in first.sequences}
+    assert len({s["slot"] for s in fewer.sequences} | {s["slot"] for s in first.sequences}) == 78
 
 
 def test_short_documents_are_concatenated_quickly_c04(word_tokenizer):

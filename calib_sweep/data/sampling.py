@@ -321,7 +321,8 @@ def draw_calibration_set(
             f"seed={seed} needs {needed} windows. Fix: {fix}."
         )
     order = np.random.default_rng(permutation_seed).permutation(slots)
-    chosen = order[seed * n_samples : (seed + 1) * n_samples]
+    # seed k's block starts at k * the requested size, also when allow_fewer shortened this one
+    chosen = order[seed * requested : seed * requested + n_samples]
     rows = np.stack([stream[s * slot_len : (s + 1) * slot_len] for s in chosen])
     if bos_token_id is not None:
         rows = np.concatenate([np.full((len(rows), 1), int(bos_token_id), dtype=np.int64), rows], axis=1)
