@@ -85,3 +85,26 @@ def test_layer_record_layout_and_bad_config(tiny_model_dir, tiny_corpus, tmp_pat
         run_job(compose_cfg(tiny_overrides(tiny_model_dir, tiny_corpus) + ["eval.layer_diagnostics=true", "eval.kl_windows=0"]),
                 tmp_path / "y")
     assert methods.captured_layers(torch.nn.Linear(2, 2)) == {}
+
+
+def test_activation_stats_by_hand_and_inspect_activations(tiny_model_dir, tiny_corpus):
+    import io
+
+    from calib_sweep.data import cli
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 3))
+    ids = torch.randint(0, 10, (3, 5))
+    stats = diagnostics.activation_stats(model, ids, ["1"], batch_size=2)["1"]
+    x = model[0](ids).reshape(-1, 4).detach()
+    assert stats["mean_norm"] == pytest.approx(float(torch.linalg.norm(x, dim=1).mean()), rel=1e-5)
+    channel = x.square().mean(dim=0).sqrt()
+    assert stats["max_channel_ratio"] == pytest.approx(float(channel.max() / channel.mean()), rel=1e-5)
+    rms = float(x.square().mean().sqrt())
+    assert stats["outlier_fraction"] == pytest.approx(float((x.abs() > 6 * rms).float().mean()))
+    out = io.StringIO()
+    cli.cmd_inspect(None, tiny_overrides(tiny_model_dir, tiny_corpus), show=0, out=out, activations=True)
+    text = out.getvalue()
+    assert "input activations per layer" in text and text.count("model.layers.") == 14
+    with pytest.raises(ConfigError, match="--activations needs the dense model"):
+        cli.cmd_inspect(None, tiny_overrides(tiny_model_dir, tiny_corpus), show=0, out=out, use_model=False, activations=True)

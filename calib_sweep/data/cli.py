@@ -5,7 +5,7 @@ Commands::
     sources [OVERRIDES...]              every dataset config with documents and tokens (calibration /
                                         held-out) for the model's tokenizer, and how many disjoint sets
                                         of samples.n_samples x samples.seq_len each can give
-    inspect [--results FILE | OVERRIDES...] [--show N] [--no-model]
+    inspect [--results FILE | OVERRIDES...] [--show N] [--no-model] [--activations]
                                         statistics and anomaly flags of each sample of a calibration set,
                                         and the set's distinct n-gram ratio, mean dense perplexity and
                                         activation coverage (the last two load the model; --no-model skips them)
@@ -106,10 +106,17 @@ def _load_model_if_needed(cfg, always: bool = False):
 
 
 def cmd_inspect(results: str | None, overrides: list[str], show: int, out=sys.stdout,
-                use_model: bool = True) -> list[dict[str, Any]]:
+                use_model: bool = True, activations: bool = False) -> list[dict[str, Any]]:
     """Print statistics and flags of each sample, then the set's statistics
     (:func:`calib_sweep.data.inspect.set_stats`; ``use_model=False`` skips the two that need the dense
-    model); return the per-sample rows (with text)."""
+    model) and, with ``activations``, per target layer the set's input-activation statistics on the dense
+    model (:func:`calib_sweep.methods.diagnostics.activation_stats`); return the per-sample rows (with text).
+
+    Raises:
+        ConfigError: ``activations`` together with ``use_model=False`` (they contradict each other).
+    """
+    if activations and not use_model:
+        raise ConfigError("--activations needs the dense model, but --no-model was given. Fix: drop one of the two.")
     from calib_sweep import models
     from calib_sweep.data import build_calibration_set
     from calib_sweep.data.inspect import THRESHOLDS, format_set_stats, inspect_set, set_stats
@@ -143,6 +150,16 @@ def cmd_inspect(results: str | None, overrides: list[str], show: int, out=sys.st
     stats = set_stats(calib, model=model if use_model else None, dataset_cfg=cfg.dataset, tokenizer=tokenizer,
                       selection=cfg.get("selection"), separator_token_id=separator)
     print(format_set_stats(stats, calib), file=out)
+    if activations:
+        from calib_sweep.methods.diagnostics import OUTLIER_RMS, activation_stats
+
+        per_layer = activation_stats(model, calib.input_ids)
+        print(f"input activations per layer on the dense model ({calib.n_samples * calib.seq_len} tokens): mean token "
+              f"L2 norm, largest/mean channel RMS, share of entries above {OUTLIER_RMS:g} x the layer's RMS", file=out)
+        print(f"{'layer':<44}{'mean norm':>11}{'max ch.':>9}{'outliers':>10}", file=out)
+        for name, figures in per_layer.items():
+            print(f"{name:<44}{figures['mean_norm']:>11.3g}{figures['max_channel_ratio']:>9.1f}"
+                  f"{figures['outlier_fraction']:>10.2e}", file=out)
     for r in rows[:show]:
         print(f"--- sample {r['index']} ---\n{r['text'][:600]}", file=out)
     return rows
@@ -244,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     p_inspect.add_argument("--show", type=int, default=0, help="print the text of the first N samples")
     p_inspect.add_argument("--no-model", action="store_true",
                            help="skip the set statistics that need the dense model (perplexity, activation coverage)")
+    p_inspect.add_argument("--activations", action="store_true",
+                           help="per target layer: the set's input-activation norm and outlier statistics on the dense model")
     p_inspect.add_argument("overrides", nargs="*")
     p_rebuild = sub.add_parser("rebuild", help="rebuild a recorded calibration set and check its hash")
     p_rebuild.add_argument("results")
@@ -253,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "sources":
             cmd_sources(args.overrides)
         elif args.command == "inspect":
-            cmd_inspect(args.results, args.overrides, args.show, use_model=not args.no_model)
+            cmd_inspect(args.results, args.overrides, args.show, use_model=not args.no_model, activations=args.activations)
         else:
             return 0 if cmd_rebuild(args.results, args.export) else 1
     except (ConfigError, FileNotFoundError) as exc:

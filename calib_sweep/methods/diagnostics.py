@@ -198,3 +198,83 @@ def layer_record(names: list[str], captured: dict[str, dict[str, float]], dampin
             columns[field] = values
     return {"names": list(names), **columns, "positions": n_positions,
             "units": {k: v for k, v in FIELDS.items() if k in columns}}
+
+
+#: An activation entry is an outlier when its magnitude exceeds this many times its layer input's RMS.
+OUTLIER_RMS = 6.0
+
+
+@torch.no_grad()
+def activation_stats(model: torch.nn.Module, input_ids: torch.Tensor, layers: list[str] | None = None,
+                     batch_size: int = 8) -> dict[str, dict[str, float]]:
+    """Per target layer, statistics of the calibration set's inputs to it on the dense model.
+
+    For a layer with input activations X (all tokens of all rows, ``[tokens, in_features]``):
+    ``mean_norm`` = mean over tokens of ``||x_t||_2``; ``max_channel_ratio`` = largest over mean
+    per-channel RMS (outlier channels, as Wanda's and AWQ's activation-aware scores see them);
+    ``outlier_fraction`` = share of entries with ``|x| > 6 * RMS(X)`` (a scale-free form of LLM.int8's
+    magnitude-6 outliers, Dettmers et al. 2022).
+
+    Args:
+        model: the dense causal LM (any device/dtype; statistics in float32).
+        input_ids: ``int64 [n_samples, seq_len]``, run ``batch_size`` rows at a time through the decoder.
+        layers: target layer names (default: every ``nn.Linear`` but the output head).
+
+    Returns:
+        ``{layer: {"mean_norm", "max_channel_ratio", "outlier_fraction"}}`` in layer order.
+    """
+    from calib_sweep.methods import target_linears
+
+    modules = dict(model.named_modules())
+    layers = list(target_linears(model)) if layers is None else layers
+    sums = {name: {"tokens": 0, "norm": 0.0, "sq": 0.0, "channel_sq": None, "entries": 0} for name in layers}
+    batches = list(torch.split(input_ids, batch_size))
+
+    # pass 1: norms, per-channel energy and the layer's RMS; pass 2 counts entries above 6 x that RMS
+    def first(name):
+        def fn(module, inputs):
+            x = inputs[0].detach().float().reshape(-1, inputs[0].shape[-1])
+            s = sums[name]
+            s["tokens"] += x.shape[0]
+            s["norm"] += float(torch.linalg.norm(x, dim=1).sum())
+            s["sq"] += float(x.square().sum())
+            s["entries"] += x.numel()
+            channel = x.square().sum(dim=0).cpu()
+            s["channel_sq"] = channel if s["channel_sq"] is None else s["channel_sq"] + channel
+        return fn
+
+    device = next(model.parameters()).device
+    body = getattr(model, "base_model", model)
+    handles = [modules[name].register_forward_pre_hook(first(name)) for name in layers]
+    try:
+        for batch in batches:
+            body(batch.to(device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    rms = {name: math.sqrt(s["sq"] / max(s["entries"], 1)) for name, s in sums.items()}
+    outliers = {name: 0 for name in layers}
+
+    def second(name):
+        def fn(module, inputs):
+            outliers[name] += int((inputs[0].detach().float().abs() > OUTLIER_RMS * rms[name]).sum())
+        return fn
+
+    handles = [modules[name].register_forward_pre_hook(second(name)) for name in layers]
+    try:
+        for batch in batches:
+            body(batch.to(device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    out = {}
+    for name in layers:
+        s = sums[name]
+        channel_rms = (s["channel_sq"] / max(s["tokens"], 1)).sqrt()
+        mean_channel = float(channel_rms.mean())
+        out[name] = {
+            "mean_norm": s["norm"] / max(s["tokens"], 1),
+            "max_channel_ratio": float(channel_rms.max()) / mean_channel if mean_channel > 0 else math.inf,
+            "outlier_fraction": outliers[name] / max(s["entries"], 1),
+        }
+    return out
