@@ -317,6 +317,10 @@ def _run_stages(cfg, record, stages, output_dir: Path, device, dtype, eval_sourc
         if diagnostics_on and kl_ids is not None:
             with stages("diagnostics"):  # each target layer's dense output at a few held-out positions
                 dense_outputs = diagnostics.capture_outputs(model, kl_ids, layer_names)
+    snapshot = None
+    if diagnostics_on and cfg.method.name != "dense":
+        with stages("diagnostics"):  # dense weights (small models only), for the share each method changed
+            snapshot = diagnostics.weight_snapshot(model, layer_names)
 
     with stages("compress"):
         model = methods.compress(model, calib.input_ids.to(device), cfg.method)
@@ -338,7 +342,9 @@ def _run_stages(cfg, record, stages, output_dir: Path, device, dtype, eval_sourc
             errors = diagnostics.output_errors(model, kl_ids, dense_outputs) if dense_outputs is not None else None
             record["layers"] = diagnostics.layer_record(
                 layer_names, methods.captured_layers(model), record["compression"].get("damping"), errors,
-                int(diagnostics.positions(*kl_ids.shape).numel()) if kl_ids is not None else None)
+                int(diagnostics.positions(*kl_ids.shape).numel()) if kl_ids is not None else None,
+                diagnostics.fraction_changed(model, snapshot) if snapshot is not None else None)
+            del snapshot
     with stages("evaluate"):
         metrics, evaluation = evaluate_model(model, tokenizer, cfg.eval, eval_tokens, bos)
     if cfg.method.get("save", False):

@@ -55,6 +55,10 @@ def test_sparsegpt_wanda_and_dense(tiny_model_dir, tiny_corpus, tmp_path):
     assert "library_error" not in wanda and all(m > 0 for m in wanda["act_norm_mean"])
     assert all(f == pytest.approx(0.5, abs=0.01) for f in wanda["fraction_changed"])  # Wanda only zeroes
     assert all(r >= 1 for r in wanda["act_norm_max_ratio"]) and all(e > 0 for e in wanda["output_error"])
+    rtn = _run(tiny_model_dir, tiny_corpus, tmp_path, "rtn")["layers"]  # no library figures: the dense snapshot
+    assert "library_error" not in rtn and all(0 < f <= 1 for f in rtn["fraction_changed"])
+    magnitude = _run(tiny_model_dir, tiny_corpus, tmp_path, "magnitude")["layers"]
+    assert all(f == pytest.approx(0.5, abs=0.01) for f in magnitude["fraction_changed"])
     dense = _run(tiny_model_dir, tiny_corpus, tmp_path, "dense")["layers"]
     assert dense["output_error"] == [0.0] * 14 and set(dense) == {"names", "output_error", "positions", "units"}
 

@@ -184,14 +184,19 @@ def output_errors(model: torch.nn.Module, token_ids: torch.Tensor, dense: dict[s
 
 
 def layer_record(names: list[str], captured: dict[str, dict[str, float]], damping: dict[str, float] | None,
-                 output_error: dict[str, float] | None, n_positions: int | None) -> dict[str, Any]:
+                 output_error: dict[str, float] | None, n_positions: int | None,
+                 changed: dict[str, float] | None = None) -> dict[str, Any]:
     """``results.json["layers"]``: names once, then one list per field (see :data:`FIELDS`) in their order.
+
+    ``changed`` (from :func:`fraction_changed`) replaces the library's ``fraction_changed`` when given.
 
     Fields no layer has are left out; a layer without a value gets ``null``.  Non-finite floats are
     written as strings (``"inf"``) by the results writer.
     """
     columns: dict[str, list[Any]] = {}
     sources = {"output_error": output_error or {}, "damping": damping or {}}
+    if changed is not None:
+        sources["fraction_changed"] = changed
     for field in FIELDS:
         values = [sources[field].get(n) if field in sources else captured.get(n, {}).get(field) for n in names]
         if any(v is not None for v in values):
@@ -278,3 +283,26 @@ def activation_stats(model: torch.nn.Module, input_ids: torch.Tensor, layers: li
             "outlier_fraction": outliers[name] / max(s["entries"], 1),
         }
     return out
+
+
+#: Largest total size of target weights :func:`weight_snapshot` copies to the CPU (bytes).
+SNAPSHOT_BUDGET = 2 * 2**30
+
+
+@torch.no_grad()
+def weight_snapshot(model: torch.nn.Module, layers: list[str], budget: int = SNAPSHOT_BUDGET) -> dict[str, torch.Tensor] | None:
+    """CPU copies of the named layers' dense weights, for :func:`fraction_changed` of every method (RTN,
+    magnitude, AWQ, SpQR included); ``None`` when they would take more than ``budget`` bytes (e.g. a 7B
+    model: then only the methods whose library figures are captured record ``fraction_changed``)."""
+    modules = dict(model.named_modules())
+    size = sum(modules[n].weight.numel() * modules[n].weight.element_size() for n in layers)
+    if size > budget:
+        return None
+    return {n: modules[n].weight.detach().to("cpu", copy=True) for n in layers}
+
+
+@torch.no_grad()
+def fraction_changed(model: torch.nn.Module, snapshot: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Per layer, the share of weights that differ from :func:`weight_snapshot`'s dense copy."""
+    modules = dict(model.named_modules())
+    return {n: _changed(w, modules[n].weight.detach().to("cpu", w.dtype)) for n, w in snapshot.items()}
