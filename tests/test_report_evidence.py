@@ -194,3 +194,24 @@ def test_layer_diagnostics_heatmap_spread_and_spearman(tmp_path):
     assert len(rows) == 4 * 6 and {r["source"] for r in rows} == {"c4", "wikipedia"}
     md = (tmp_path / "r" / "report.md").read_text()
     assert "varies most" in md and "Spearman" in md
+
+
+def test_selection_strategies_are_compared_within_method_and_source(tmp_path):
+    sweep = tmp_path / "s"
+    random_ppl, low_ppl = [30.0, 30.4, 29.7, 30.9, 30.2], [28.1, 28.4, 27.9, 28.6, 28.0]
+    for seed in range(5):
+        _job(sweep, seed, "gptq", "c4", seed, random_ppl[seed], 0.6, selection={"name": "random", "pool_factor": 1})
+        _job(sweep, 10 + seed, "gptq", "c4", seed, low_ppl[seed], 0.6,
+             selection={"name": "perplexity", "pool_factor": 4, "band": "low"})
+    files = write_report([sweep], tmp_path / "r", wandb=False)
+    rows = [s for s in files.summary.evidence.strategies if s.metric == "perplexity/wikitext"]
+    assert len(rows) == 1 and rows[0].method == "gptq / c4"
+    c = rows[0].comparison
+    # band exists only in the perplexity jobs, so it is no difference; name and pool_factor are
+    assert (c.a, c.b) == ("name=perplexity, pool_factor=4", "name=random, pool_factor=1")
+    assert c.p == pytest.approx(stats.ttest_ind(low_ppl, random_ppl, equal_var=False).pvalue) and c.p_holm == pytest.approx(c.p)
+    assert c.effect < 0  # the low-perplexity strategy's perplexity is lower
+    assert not files.summary.evidence.comparisons  # one source: no source pairs
+    csv_rows = _csv(tmp_path / "r" / "strategy_comparisons.csv")
+    assert {r["metric"] for r in csv_rows} >= {"perplexity/wikitext"}
+    assert "Selection strategies compared" in (tmp_path / "r" / "report.md").read_text()

@@ -10,7 +10,8 @@ perplexities, KL from the dense model):
 - per source: Brown-Forsythe test of equal dispersion between the data-dependent methods
   (:class:`DispersionTest`);
 - per method: every pair of sources, Welch t (or Mann-Whitney U), Holm-corrected within one method x
-  metric (:class:`SourceComparison`);
+  metric (:class:`SourceComparison`), and likewise every pair of calibration selection strategies
+  (``selection.*`` settings) within one method x source (:func:`strategy_comparisons`);
 - the numerical noise floor: reruns of one calibration set under ``threads`` / ``perturb.row_order_seed``
   (``experiment=noise_floor``) against the across-calibration-sets SD, per group and pooled per method
   (:class:`NoiseRow`), flagged when not clearly (one-sided F test, p < 0.05) above it;
@@ -189,6 +190,7 @@ class Evidence:
     groups: dict[tuple, GroupEvidence]
     dispersion_tests: list[DispersionTest]
     comparisons: list[SourceComparison]
+    strategies: list[SourceComparison]
     noise: list[NoiseRow]
     controls: list[ControlCheck]
     splits: list[tuple[str, str, list[str]]]
@@ -241,6 +243,43 @@ def source_comparisons(groups: list["Group"], metrics: list[str], test: str = "w
                 continue
             for comparison in pairwise(samples, test):
                 out.append(SourceComparison(model, method, n, seq, variant, metric, comparison))
+    return out
+
+
+def _split_selection(group: "Group") -> tuple[str, str]:
+    """(variant without ``selection.*`` settings, the selection settings) of a group."""
+    items = group.jobs[0].variant_items if group.jobs else []
+    other = ", ".join(f"{k}={v}" for k, v in items if not k.startswith("selection."))
+    chosen = ", ".join(f"{k.removeprefix('selection.')}={v}" for k, v in items if k.startswith("selection."))
+    return other, chosen or "selection (default)"
+
+
+def strategy_comparisons(groups: list["Group"], metrics: list[str], test: str = "welch") -> list[SourceComparison]:
+    """Per model x method x source x size: every pair of calibration selection strategies (groups that differ
+    only in ``selection.*`` settings), per evidence metric, Holm-corrected within the metric.
+
+    The returned rows reuse :class:`SourceComparison`; ``comparison.a`` / ``.b`` name the strategies
+    (their ``selection.*`` settings) and ``variant`` holds the other settings, the source is in ``method``'s
+    row as ``<method> / <source>``.
+    """
+    families: dict[tuple, list[tuple[str, Group]]] = {}
+    for g in groups:
+        other, chosen = _split_selection(g)
+        if not any(k.startswith("selection.") for k, _ in (g.jobs[0].variant_items if g.jobs else [])):
+            continue
+        families.setdefault((g.model, f"{g.method} / {g.source}", g.n_samples, g.seq_len, other), []).append((chosen, g))
+    out = []
+    for (model, method_source, n, seq, other), members in families.items():
+        if len(members) < 2:
+            continue
+        for metric in metrics:
+            if not is_evidence_metric(metric):
+                continue
+            samples = {label: _values(g, metric) for label, g in members if _values(g, metric)}
+            if len(samples) < 2:
+                continue
+            for comparison in pairwise(samples, test):
+                out.append(SourceComparison(model, method_source, n, seq, other, metric, comparison))
     return out
 
 
@@ -355,6 +394,7 @@ def compute(jobs: list[Job], groups: list["Group"], metrics: list[str], test: st
         groups={g.key: group_evidence(g) for g in groups},
         dispersion_tests=dispersion_tests(groups, metrics),
         comparisons=source_comparisons(groups, metrics, test),
+        strategies=strategy_comparisons(groups, metrics, test),
         noise=noise_floor(jobs, groups, metrics),
         controls=data_free_controls(groups),
         splits=split_reasons([j for j in jobs if j.status != "superseded"]),

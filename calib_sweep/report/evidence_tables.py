@@ -51,7 +51,7 @@ def _size(n: Any, seq: Any) -> str:
 
 def rows(summary: Summary) -> dict[str, list[dict[str, Any]]]:
     """Raw rows per evidence CSV: ``evidence``, ``dispersion_tests``, ``source_comparisons``, ``noise_floor``,
-    ``controls``, ``hardware`` (name -> list of dicts; empty lists are left out)."""
+    ``strategy_comparisons``, ``controls``, ``hardware`` (name -> list of dicts; empty lists are left out)."""
     ev = summary.evidence
     if ev is None:
         return {}
@@ -92,6 +92,16 @@ def rows(summary: Summary) -> dict[str, list[dict[str, Any]]]:
         "p_holm": _raw(s.comparison.na or s.comparison.p_holm), "correction": "Holm within model x method x size x metric",
         "effect": _raw(s.comparison.na or s.comparison.effect), "effect_size": s.comparison.effect_name,
     } for s in ev.comparisons]
+    out["strategy_comparisons"] = [{
+        "model": s.model, "method_source": s.method, "n_samples": s.n_samples, "seq_len": s.seq_len, "variant": s.variant,
+        "metric": s.metric, "strategy_a": s.comparison.a, "strategy_b": s.comparison.b, "n_a": s.comparison.n_a,
+        "n_b": s.comparison.n_b, "mean_a": _raw(s.comparison.mean_a), "mean_b": _raw(s.comparison.mean_b),
+        "test": "Welch t (scipy.stats.ttest_ind, equal_var=False)" if s.comparison.test == "welch"
+        else "Mann-Whitney U (scipy.stats.mannwhitneyu, two-sided)",
+        "statistic": _raw(s.comparison.na or s.comparison.statistic), "p": _raw(s.comparison.na or s.comparison.p),
+        "p_holm": _raw(s.comparison.na or s.comparison.p_holm), "correction": "Holm within model x method x source x size x metric",
+        "effect": _raw(s.comparison.na or s.comparison.effect), "effect_size": s.comparison.effect_name,
+    } for s in ev.strategies]
     out["noise_floor"] = [{
         "model": r.model, "method": r.method, "source": r.source, "n_samples": r.n_samples, "seq_len": r.seq_len,
         "variant": r.variant, "metric": r.metric, "noise_sd": _raw(r.noise_sd), "noise_df": r.noise_df,
@@ -233,5 +243,23 @@ def tables(summary: Summary, with_variant: bool) -> list:
                  f"size × metric (statsmodels multipletests). {effect}: positive when the first source's mean is larger. "
                  "Data-free methods are not compared (see the controls).",
             anchor="source-comparisons",
+        ))
+    if ev.strategies:
+        name = "Welch t" if ev.test == "welch" else "Mann–Whitney U"
+        effect = "Hedges' g" if ev.test == "welch" else "rank-biserial r"
+        out.append(Table(
+            title=f"Selection strategies compared within each method and source ({name}, Holm-corrected)",
+            header=["model", "method / source", "n×len", "other settings", "metric", "strategies", "n", "means",
+                    "t" if ev.test == "welch" else "U", "p", "p (Holm)", effect],
+            rows=[[s.model, s.method, _size(s.n_samples, s.seq_len), s.variant or "–", _unit(s.metric),
+                   f"{s.comparison.a} vs {s.comparison.b}", f"{s.comparison.n_a}, {s.comparison.n_b}",
+                   f"{_fmt(s.metric, s.comparison.mean_a)} vs {_fmt(s.metric, s.comparison.mean_b)}",
+                   str(s.comparison.na) if s.comparison.na else f"{s.comparison.statistic:.3g}",
+                   "" if s.comparison.na else _p(s.comparison.p), "" if s.comparison.na else _p(s.comparison.p_holm),
+                   "" if s.comparison.na else f"{s.comparison.effect:+.2f}"] for s in ev.strategies],
+            note=f"Groups that differ only in their selection.* settings (the calibration selection strategy), compared per "
+                 f"pair over their calibration sets (seeds); p (Holm) over the pairs of one model × method × source × size × "
+                 f"metric. {effect}: positive when the first strategy's mean is larger (for perplexity, larger is worse).",
+            anchor="strategy-comparisons",
         ))
     return out
