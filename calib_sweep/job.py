@@ -40,6 +40,7 @@ from calib_sweep.data import (
     validate_samples,
     validate_source,
 )
+from calib_sweep.data.selection import validate_selection
 from calib_sweep.errors import ConfigError
 from calib_sweep.evaluation import evaluate_model, validate_eval
 from calib_sweep.evaluation.baseline import deltas, dense_baseline
@@ -99,6 +100,7 @@ def validate(cfg: DictConfig) -> None:
     validate_eval(cfg.eval)
     runtime.resolve_threads(cfg.get("threads", "auto"))
     validate_row_order_seed((cfg.get("perturb") or {}).get("row_order_seed"))
+    validate_selection(cfg.get("selection"), cfg.dataset)
     kl_windows = cfg.eval.get("kl_windows", 4)
     if isinstance(kl_windows, bool) or not isinstance(kl_windows, int) or kl_windows < 0:
         raise ConfigError(f"eval.kl_windows={kl_windows!r} must be an integer >= 0 (0 = no KL). Fix: e.g. 4.")

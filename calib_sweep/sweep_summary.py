@@ -14,7 +14,7 @@ launcher or scheduler says:
 * **not started** - a job of the sweep that has no folder.
 
 Exit status of ``python -m calib_sweep -m ...``: 0 when every job is ok or skipped, 1 otherwise, 2
-for a config error before any job starts.
+for a config error (before any job starts, or every job's config refused at validate).
 """
 
 from __future__ import annotations
@@ -149,9 +149,16 @@ def sweep_folders(paths: list[str | Path]) -> list[Path]:
 
 
 def exit_status(summary: dict[str, Any]) -> int:
-    """0 when every job is ok or skipped (and there is at least one), else 1."""
+    """0 when every job is ok or skipped (and there is at least one); 2 when every job failed on its
+    config (``ConfigError`` at validate: a bad override, as for a single run); else 1."""
     c = summary["counts"]
-    return 0 if c["failed"] == 0 and c["not_started"] == 0 and len(summary["jobs"]) > 0 else 1
+    if c["failed"] == 0 and c["not_started"] == 0 and len(summary["jobs"]) > 0:
+        return 0
+    jobs = summary["jobs"]
+    if jobs and all(j["state"] == "failed" and j.get("stage") == "validate" and j.get("error_type") == "ConfigError"
+                    for j in jobs):
+        return 2
+    return 1
 
 
 def _log_to_wandb(config: DictConfig, summary: dict[str, Any]) -> None:

@@ -103,7 +103,7 @@ def test_describe_uses_sample_sd():
     assert stat.sd == pytest.approx(statistics.stdev(BOOLQ)) and stat.sd != pytest.approx(statistics.pstdev(BOOLQ))
     assert (stat.min, stat.max, stat.range) == (0.60, 0.70, pytest.approx(0.10))
     one = describe([0.5])
-    assert one.mean == 0.5 and one.sd is None and one.range == 0.0
+    assert one.mean == 0.5 and one.sd is None and one.range is None  # one value: no spread to speak of
     with_inf = describe([10.0, float("inf"), 12.0])
     assert with_inf.n == 2 and with_inf.n_nonfinite == 1 and with_inf.mean == 11.0
 

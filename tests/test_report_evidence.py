@@ -215,3 +215,18 @@ def test_selection_strategies_are_compared_within_method_and_source(tmp_path):
     csv_rows = _csv(tmp_path / "r" / "strategy_comparisons.csv")
     assert {r["metric"] for r in csv_rows} >= {"perplexity/wikitext"}
     assert "Selection strategies compared" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_jobs_refused_at_validate_form_no_group_or_variant(tmp_path):
+    sweep = tmp_path / "s"
+    _job(sweep, 0, "gptq", "c4", 0, 30.0, 0.6, eval__layer_diagnostics=True)
+    config = _config("gptq", "c4", 0)
+    config["eval"]["layer_diagnostics"] = "maybe"
+    write_job(sweep, 1, config, status="failed", error="eval.layer_diagnostics='maybe' must be true or false",
+              extra={"stage": "validate", "error_type": "ConfigError"})
+    jobs = load_jobs([sweep])
+    summary = summarize(jobs)
+    assert [g.variant for g in summary.groups] == [""] and len(summary.groups) == 1
+    assert summary.counts == {"ok": 1, "failed": 1} and not summary.evidence.splits
+    refused = next(j for j in jobs if j.status == "failed")
+    assert refused.config_refused and not refused.repeat

@@ -248,7 +248,7 @@ def test_activation_diversity_on_the_tiny_model_and_inspect_stats(tiny_model_dir
     assert len({q["slot"] for q in m["sequences"]}) == 4 and all(q["score"] >= 0 for q in m["sequences"])
     out = io.StringIO()
     overrides = tiny_overrides(tiny_model_dir, tiny_corpus) + ["dataset.heldout_fraction=0.0", "selection=activation_diversity"]
-    cli.cmd_inspect(None, overrides, show=0, out=out)
+    cli.cmd_inspect(None, overrides, show=0, out=out, coverage=True)
     line = [x for x in out.getvalue().splitlines() if x.startswith("set (selection=activation_diversity)")][0]
     ratio = float(line.split("distinct 3-gram ratio ")[1].split(",")[0])
     ppl = float(line.split("mean dense perplexity ")[1].split(",")[0])
@@ -257,3 +257,6 @@ def test_activation_diversity_on_the_tiny_model_and_inspect_stats(tiny_model_dir
     out = io.StringIO()
     cli.cmd_inspect(None, overrides[:-1], show=0, out=out, use_model=False)
     assert "mean dense perplexity n/a (no model (--no-model))" in out.getvalue()
+    out = io.StringIO()
+    cli.cmd_inspect(None, overrides[:-1], show=0, out=out)  # with the model, without --coverage
+    assert "activation coverage n/a (not requested: inspect --coverage" in out.getvalue()

@@ -35,12 +35,15 @@ def test_random_job_manifest_has_no_selection(tiny_model_dir, tiny_corpus, tmp_p
     assert "selection" not in record["calibration"] and "selection_scoring" not in record["timings"]
 
 
-@pytest.mark.parametrize("extra, match", [
-    (["selection=perplexity", "selection.band=top"], r"selection.band='top' is unknown"),
-    (["selection=activation_diversity", "seed=30"], r"selection=activation_diversity \(pool_factor=4\) can give \d+ disjoint set"),
+@pytest.mark.parametrize("extra, match, stage", [
+    # a bad value needs no data: refused at validate, in milliseconds
+    (["selection=perplexity", "selection.band=top"], r"selection.band='top' is unknown", "validate"),
+    # the pool's size needs the source's tokens: refused in calibrate, still before the model loads
+    (["selection=activation_diversity", "seed=30"], r"selection=activation_diversity \(pool_factor=4\) can give \d+ disjoint set",
+     "calibrate"),
 ])
-def test_bad_selection_fails_before_the_model_loads(tiny_model_dir, tiny_corpus, tmp_path, extra, match):
+def test_bad_selection_fails_before_the_model_loads(tiny_model_dir, tiny_corpus, tmp_path, extra, match, stage):
     with pytest.raises(ConfigError, match=match):
         run_job(compose_cfg(tiny_overrides(tiny_model_dir, tiny_corpus) + ["method=dense", *extra]), tmp_path / "job")
     saved = json.loads((tmp_path / "job" / "results.json").read_text())
-    assert saved["status"] == "failed" and saved["stage"] == "calibrate" and "load" not in saved["timings"]
+    assert saved["status"] == "failed" and saved["stage"] == stage and "load" not in saved["timings"]

@@ -91,3 +91,14 @@ def test_summary_records_the_exit_status_of_a_stopped_sweep(tmp_path):
     assert sweep_summary.finish_sweep(config, sweep) == 0
     assert sweep_summary.finish_sweep(config, sweep, at_least=143) == 143  # SIGTERM stopped it
     assert _summary(sweep)["exit_status"] == 143
+
+
+def test_every_job_refused_at_validate_exits_2_like_a_single_run():
+    from calib_sweep.sweep_summary import exit_status
+
+    refused = {"state": "failed", "stage": "validate", "error_type": "ConfigError"}
+    counts = {"ok": 0, "failed": 2, "skipped": 0, "not_started": 0}
+    assert exit_status({"counts": counts, "jobs": [refused, refused]}) == 2
+    other = {"state": "failed", "stage": "compress", "error_type": "RuntimeError"}
+    assert exit_status({"counts": counts, "jobs": [refused, other]}) == 1
+    assert exit_status({"counts": {**counts, "failed": 1, "ok": 1}, "jobs": [refused, {"state": "ok"}]}) == 1

@@ -5,7 +5,7 @@ Commands::
     sources [OVERRIDES...]              every dataset config with documents and tokens (calibration /
                                         held-out) for the model's tokenizer, and how many disjoint sets
                                         of samples.n_samples x samples.seq_len each can give
-    inspect [--results FILE | OVERRIDES...] [--show N] [--no-model] [--activations]
+    inspect [--results FILE | OVERRIDES...] [--show N] [--no-model] [--activations] [--coverage]
                                         statistics and anomaly flags of each sample of a calibration set,
                                         and the set's distinct n-gram ratio, mean dense perplexity and
                                         activation coverage (the last two load the model; --no-model skips them)
@@ -106,10 +106,11 @@ def _load_model_if_needed(cfg, always: bool = False):
 
 
 def cmd_inspect(results: str | None, overrides: list[str], show: int, out=sys.stdout,
-                use_model: bool = True, activations: bool = False) -> list[dict[str, Any]]:
+                use_model: bool = True, activations: bool = False, coverage: bool = False) -> list[dict[str, Any]]:
     """Print statistics and flags of each sample, then the set's statistics
     (:func:`calib_sweep.data.inspect.set_stats`; ``use_model=False`` skips the two that need the dense
-    model) and, with ``activations``, per target layer the set's input-activation statistics on the dense
+    model; the activation coverage only with ``coverage``, as it scores every window of the source) and, with
+    ``activations``, per target layer the set's input-activation statistics on the dense
     model (:func:`calib_sweep.methods.diagnostics.activation_stats`); return the per-sample rows (with text).
 
     Raises:
@@ -148,7 +149,7 @@ def cmd_inspect(results: str | None, overrides: list[str], show: int, out=sys.st
     flagged = [r for r in rows if r["flags"]]
     print(f"{len(flagged)} of {len(rows)} samples flagged", file=out)
     stats = set_stats(calib, model=model if use_model else None, dataset_cfg=cfg.dataset, tokenizer=tokenizer,
-                      selection=cfg.get("selection"), separator_token_id=separator)
+                      selection=cfg.get("selection"), separator_token_id=separator, coverage=coverage)
     print(format_set_stats(stats, calib), file=out)
     if activations:
         from calib_sweep.methods.diagnostics import OUTLIER_RMS, activation_stats
@@ -261,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     p_inspect.add_argument("--show", type=int, default=0, help="print the text of the first N samples")
     p_inspect.add_argument("--no-model", action="store_true",
                            help="skip the set statistics that need the dense model (perplexity, activation coverage)")
+    p_inspect.add_argument("--coverage", action="store_true",
+                           help="also the set's activation coverage of the source (scores every window of the source "
+                                "with the model: minutes on a CPU the first time, cached)")
     p_inspect.add_argument("--activations", action="store_true",
                            help="per target layer: the set's input-activation norm and outlier statistics on the dense model")
     p_inspect.add_argument("overrides", nargs="*")
@@ -272,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "sources":
             cmd_sources(args.overrides)
         elif args.command == "inspect":
-            cmd_inspect(args.results, args.overrides, args.show, use_model=not args.no_model, activations=args.activations)
+            cmd_inspect(args.results, args.overrides, args.show, use_model=not args.no_model, activations=args.activations,
+                        coverage=args.coverage)
         else:
             return 0 if cmd_rebuild(args.results, args.export) else 1
     except (ConfigError, FileNotFoundError) as exc:

@@ -97,7 +97,7 @@ def distinct_ngram_ratio(input_ids, n: int = 3) -> float:
 
 
 def set_stats(calib, model=None, dataset_cfg=None, tokenizer=None, selection=None, separator_token_id=-1,
-              batch_size: int = 8) -> dict[str, Any]:
+              batch_size: int = 8, coverage: bool = True) -> dict[str, Any]:
     """Statistics that tell selection strategies apart, for one calibration set.
 
     * ``distinct_3gram_ratio``: :func:`distinct_ngram_ratio` with ``n = 3``.
@@ -115,6 +115,8 @@ def set_stats(calib, model=None, dataset_cfg=None, tokenizer=None, selection=Non
         dataset_cfg, tokenizer, selection, separator_token_id: the set's source, tokenizer, ``selection``
             config and separator (for the coverage's source windows).
         batch_size: windows per forward pass.
+        coverage: compute ``activation_coverage`` (it scores every window of the source with the model:
+            minutes on a CPU for the offline sources, cached afterwards).
     """
     import math
 
@@ -129,6 +131,10 @@ def set_stats(calib, model=None, dataset_cfg=None, tokenizer=None, selection=Non
 
     nll = window_features(model, calib.input_ids, "nll", batch_size=batch_size, desc="inspect: perplexity")
     stats["mean_dense_perplexity"] = round(math.exp(float(np.mean(nll))), 4)
+    if not coverage:
+        stats["activation_coverage"], stats["activation_coverage_na"] = None, (
+            "not requested: inspect --coverage scores every window of the source (minutes on a CPU, then cached)")
+        return stats
     if dataset_cfg is None or dataset_cfg.get("loader") in ("mixture", "self_generated") or tokenizer is None:
         stats["activation_coverage"], stats["activation_coverage_na"] = None, "document sources only"
         return stats

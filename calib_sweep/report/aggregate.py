@@ -24,7 +24,7 @@ class Stat:
     """Statistics of one metric across the finished seeds of one group.
 
     Attributes:
-        n: finite values used; mean/min/max/range: over them (None when n == 0);
+        n: finite values used; mean/min/max: over them (None when n == 0); range: max - min (None when n < 2);
         sd: sample standard deviation, ddof=1 (None when n < 2); n_nonfinite: NaN/inf values left out;
         values: (seed, value) of every finished seed, in seed order.
     """
@@ -51,7 +51,7 @@ def describe(values: Iterable[float], seeds: Iterable[int | None] | None = None)
         sd=statistics.stdev(good) if n >= 2 else None,  # sample SD: divisor n - 1
         min=min(good) if n else None,
         max=max(good) if n else None,
-        range=(max(good) - min(good)) if n else None,
+        range=(max(good) - min(good)) if n >= 2 else None,  # one value has no range
         n_nonfinite=len(values) - n,
         values=list(zip(seeds, values)),
     )
@@ -188,7 +188,9 @@ def summarize(jobs: list[Job], test: str = "welch") -> Summary:
     """
     by_group: dict[tuple, list[Job]] = {}
     for job in jobs:
-        if job.config and not job.repeat:  # a job folder with no readable config is listed among the jobs, in no group
+        # a job folder with no readable config, or whose config was refused at validate, is listed among the
+        # jobs (failed), in no group
+        if job.config and not job.repeat and not job.config_refused:
             by_group.setdefault(job.group, []).append(job)
     groups = []
     metrics: set[str] = set()

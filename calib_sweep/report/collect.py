@@ -82,6 +82,12 @@ class Job:
     repeat: bool = False
     variant_items: list[tuple[str, str]] = field(default_factory=list)
     layers: dict[str, Any] = field(default_factory=dict)
+    stage: str | None = None
+
+    @property
+    def config_refused(self) -> bool:
+        """Failed at validate: its config was refused (a typo), so it defines no group or variant."""
+        return self.status == "failed" and self.stage == "validate"
 
     @property
     def perturbation(self) -> str:
@@ -247,6 +253,7 @@ def read_job(folder: Path) -> Job:
             job.error = f"status {job.status!r} in results.json"
             job.status = "missing"
         else:
+            job.stage = record.get("stage")
             job.error = f"{record.get('error_type', 'Error')} at {record.get('stage', '?')}: {record.get('error', '')}".strip()
     return job
 
@@ -312,6 +319,7 @@ def _assign_variants(jobs: list[Job]) -> None:
     ``dataset.*``, same model for ``model.*``, all jobs otherwise) that have the key hold different values;
     a key missing from a job (an older config) is not a difference.
     """
+    jobs = [job for job in jobs if not job.config_refused]  # a refused config (a typo) is no variant
     flat = [flatten(job.config) for job in jobs]
     skip = set(_GROUP_PATHS.values()) | set(PERTURBATION_KEYS)
     seen: dict[tuple, set[str]] = {}
@@ -365,7 +373,7 @@ def load_jobs(paths: Iterable[str | os.PathLike]) -> list[Job]:
     _assign_variants(jobs)
     best: dict[tuple, Job] = {}
     for job in jobs:
-        key = (*job.group, job.seed, job.perturbation) if job.config else (str(job.folder),)
+        key = (*job.group, job.seed, job.perturbation) if job.config and not job.config_refused else (str(job.folder),)
         current = best.get(key)
         if current is None or (_RANK.get(job.status, 3), -job.mtime) < (_RANK.get(current.status, 3), -current.mtime):
             if current is not None:
@@ -387,7 +395,7 @@ def mark_repeats(jobs: list[Job]) -> None:
     """
     cells: dict[tuple, list[Job]] = {}
     for job in jobs:
-        if job.config and job.status != "superseded":
+        if job.config and job.status != "superseded" and not job.config_refused:
             cells.setdefault((*job.group, job.seed), []).append(job)
     for members in cells.values():
         drawn = [j for j in members if j.get("perturb.row_order_seed") is None]

@@ -66,7 +66,8 @@ def rows(summary: Summary) -> dict[str, list[dict[str, Any]]]:
             cm, cs = ge.ci_mean[metric], ge.ci_sd[metric]
             evidence.append({
                 "model": g.model, "method": g.method, "source": g.source, "n_samples": g.n_samples, "seq_len": g.seq_len,
-                "variant": g.variant, "metric": metric, "n": stat.n, "mean": _raw(stat.mean), "sd": _raw(stat.sd),
+                "variant": g.variant, "metric": metric, "n": stat.n, "mean": _raw(stat.mean),
+                "sd": _raw(stat.sd if stat.sd is not None else NA(f"n={stat.n} < 2")),
                 "mean_ci_low": _raw(cm if isinstance(cm, NA) else cm.low), "mean_ci_high": _raw(cm if isinstance(cm, NA) else cm.high),
                 "sd_ci_low": _raw(cs if isinstance(cs, NA) else cs.low), "sd_ci_high": _raw(cs if isinstance(cs, NA) else cs.high),
                 "ci": "95% bootstrap, BCa (scipy.stats.bootstrap)", "bootstrap_resamples": BOOTSTRAP_RESAMPLES,

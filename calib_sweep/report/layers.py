@@ -183,16 +183,23 @@ def tables(fams: list[LayerFamily]) -> list:
         return []
     varying, corr = [], []
     for family in fams:
-        for name, sd in family.spread[:TOP]:
+        moving = [(name, sd) for name, sd in family.spread if sd > 0][:TOP]
+        if not moving:
+            why = f"n={len(family.jobs)} set(s)" if len(family.jobs) < 2 else "every layer's error is identical across sets"
+            varying.append([family.label, "–", str(NA(why)), "", str(len(family.jobs))])
+        for name, sd in moving:
             row = family.errors[family.names.index(name)]
             finite = [x for x in row if x is not None and math.isfinite(x)]
             varying.append([family.label, name, f"{sd:.3f}", f"{min(finite):.3g} – {max(finite):.3g}", str(len(finite))])
         for prefix in ("perplexity/", "compression/kl_from_dense"):
-            for metric, name, rho, p, p_holm, n in top_correlations(family, prefix):
+            top = top_correlations(family, prefix)
+            for metric, name, rho, p, p_holm, n in top:
                 corr.append([family.label, metric, name, f"{rho:+.2f}", f"{p:.3g}", f"{p_holm:.3g}", str(n)])
-            for r in family.correlations:
-                if r[0].startswith(prefix) and r[1] is None:
-                    corr.append([family.label, r[0], "–", str(r[2]), "", "", ""])
+            if top:
+                continue
+            reasons = sorted({str(r[2]) for r in family.correlations if r[0].startswith(prefix) and len(r) == 3})
+            metric = next((r[0] for r in family.correlations if r[0].startswith(prefix)), prefix.rstrip("/"))
+            corr.append([family.label, metric, "–", "; ".join(reasons) or str(NA(f"n={len(family.jobs)} < 3")), "", "", ""])
     return [
         Table(title="Layers whose output error varies most across calibration sets", anchor="layers-varying",
               header=["family", "layer", "SD of log10 error", "error min – max", "sets"], rows=varying,
