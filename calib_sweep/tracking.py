@@ -124,11 +124,16 @@ def config_key(resolved: dict[str, Any], dtype: str | None = None) -> str:
     Two jobs with the same key compute the same numbers (on the same hardware): the key drives
     resume (skip finished jobs) and the W&B run id (no duplicate runs when a sweep is rerun).  The
     resolved dtype is part of it, so a bf16 result on a GPU never stands in for an fp32 one on a CPU.
-    The default ``selection`` (random) is left out, so jobs keep the keys they had before that group.
+    The default ``selection`` (random) is left out, so jobs keep the keys they had before that group;
+    so is ``eval.layer_diagnostics: false`` (a job without diagnostics has the key it had before the
+    switch existed; the diagnostics only add a record, they never change a metric).
     """
     payload = {k: v for k, v in resolved.items() if k not in _NOT_IN_KEY}
     if payload.get("selection") == {"name": "random", "pool_factor": 1}:
         del payload["selection"]  # the default draw: keys (resume, W&B ids) as before the selection group existed
+    evaluation = payload.get("eval")
+    if isinstance(evaluation, dict) and evaluation.get("layer_diagnostics") is False:
+        payload["eval"] = {k: v for k, v in evaluation.items() if k != "layer_diagnostics"}
     if dtype is not None:
         payload["_resolved_dtype"] = dtype
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()

@@ -66,3 +66,12 @@ def test_resolved_dtype_is_part_of_the_config_key():
     resolved = {"dtype": "auto", "method": {"name": "gptq"}, "logger": {"mode": "offline"}}
     assert config_key(resolved, "torch.float32") != config_key(resolved, "torch.bfloat16")
     assert config_key(resolved, "torch.float32") == config_key({**resolved, "logger": None}, "torch.float32")
+
+
+def test_layer_diagnostics_off_keeps_the_key_of_a_config_without_the_switch():
+    from calib_sweep.tracking import config_key
+
+    base = {"method": {"name": "gptq"}, "eval": {"kl_windows": 4}}
+    off = {"method": {"name": "gptq"}, "eval": {"kl_windows": 4, "layer_diagnostics": False}}
+    on = {"method": {"name": "gptq"}, "eval": {"kl_windows": 4, "layer_diagnostics": True}}
+    assert config_key(off) == config_key(base) != config_key(on)
