@@ -315,6 +315,9 @@ def noise_floor(jobs: list[Job], groups: list["Group"], metrics: list[str]) -> l
                 rows.append((POOLED, [v for _, (v,) in rows]))
             for source, value_sets in rows:
                 signal = pooled_variance(value_sets)
+                if isinstance(signal, NA):
+                    signal = NA(f"n={len(value_sets[0])} < 2 calibration sets" if source != POOLED
+                                else "no source with 2 or more calibration sets")
                 if isinstance(noise, NA) or isinstance(signal, NA):
                     test: Test | NA = noise if isinstance(noise, NA) else signal
                 else:
