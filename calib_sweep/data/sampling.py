@@ -327,21 +327,8 @@ def draw_calibration_set(
     if bos_token_id is not None:
         rows = np.concatenate([np.full((len(rows), 1), int(bos_token_id), dtype=np.int64), rows], axis=1)
 
-    sequences = []
-    used = set()
-    for slot in chosen.tolist():
-        lo, hi = slot * slot_len, (slot + 1) * slot_len
-        pieces = []
-        index = bisect.bisect_right(starts, lo) - 1
-        while index < len(docs) and starts[index] < hi:
-            begin, end = max(lo, starts[index]), min(hi, starts[index + 1])
-            if end > begin:
-                pieces.append(
-                    {"doc_id": docs[index].doc_id, "start": int(begin - starts[index]), "end": int(end - starts[index])}
-                )
-                used.add(docs[index].doc_id)
-            index += 1
-        sequences.append({"slot": int(slot), "pieces": pieces})
+    sequences = [{"slot": int(slot), "pieces": _pieces(int(slot), slot_len, starts, docs)} for slot in chosen.tolist()]
+    used = {piece["doc_id"] for seq in sequences for piece in seq["pieces"]}
     return CalibrationSet(
         n_samples_requested=requested,
         input_ids=torch.from_numpy(rows),

@@ -250,13 +250,17 @@ def activation_stats(model: torch.nn.Module, input_ids: torch.Tensor, layers: li
 
     device = next(model.parameters()).device
     body = getattr(model, "base_model", model)
-    handles = [modules[name].register_forward_pre_hook(first(name)) for name in layers]
-    try:
-        for batch in batches:
-            body(batch.to(device))
-    finally:
-        for handle in handles:
-            handle.remove()
+
+    def run(make_hook) -> None:  # one pass over the set with a pre-hook on every layer
+        handles = [modules[name].register_forward_pre_hook(make_hook(name)) for name in layers]
+        try:
+            for batch in batches:
+                body(batch.to(device))
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    run(first)
     rms = {name: math.sqrt(s["sq"] / max(s["entries"], 1)) for name, s in sums.items()}
     outliers = {name: 0 for name in layers}
 
@@ -265,13 +269,7 @@ def activation_stats(model: torch.nn.Module, input_ids: torch.Tensor, layers: li
             outliers[name] += int((inputs[0].detach().float().abs() > OUTLIER_RMS * rms[name]).sum())
         return fn
 
-    handles = [modules[name].register_forward_pre_hook(second(name)) for name in layers]
-    try:
-        for batch in batches:
-            body(batch.to(device))
-    finally:
-        for handle in handles:
-            handle.remove()
+    run(second)
     out = {}
     for name in layers:
         s = sums[name]

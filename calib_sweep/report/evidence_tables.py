@@ -49,6 +49,28 @@ def _size(n: Any, seq: Any) -> str:
     return f"{n}×{seq}"
 
 
+def _comparison_fields(s, side: str, correction: str) -> dict[str, Any]:
+    """CSV fields of one pairwise comparison (:class:`calib_sweep.report.evidence.SourceComparison`);
+    ``side`` names the compared things (``source``, ``strategy``)."""
+    c = s.comparison
+    return {
+        "n_samples": s.n_samples, "seq_len": s.seq_len, "variant": s.variant, "metric": s.metric,
+        f"{side}_a": c.a, f"{side}_b": c.b, "n_a": c.n_a, "n_b": c.n_b, "mean_a": _raw(c.mean_a), "mean_b": _raw(c.mean_b),
+        "test": "Welch t (scipy.stats.ttest_ind, equal_var=False)" if c.test == "welch"
+        else "Mann-Whitney U (scipy.stats.mannwhitneyu, two-sided)",
+        "statistic": _raw(c.na or c.statistic), "p": _raw(c.na or c.p), "p_holm": _raw(c.na or c.p_holm),
+        "correction": correction, "effect": _raw(c.na or c.effect), "effect_size": c.effect_name,
+    }
+
+
+def _comparison_cells(s) -> list[str]:
+    """Display cells of one pairwise comparison: pair, n, means, statistic, p, p (Holm), effect."""
+    c = s.comparison
+    return [f"{c.a} vs {c.b}", f"{c.n_a}, {c.n_b}", f"{_fmt(s.metric, c.mean_a)} vs {_fmt(s.metric, c.mean_b)}",
+            str(c.na) if c.na else f"{c.statistic:.3g}", "" if c.na else _p(c.p), "" if c.na else _p(c.p_holm),
+            "" if c.na else f"{c.effect:+.2f}"]
+
+
 def rows(summary: Summary) -> dict[str, list[dict[str, Any]]]:
     """Raw rows per evidence CSV: ``evidence``, ``dispersion_tests``, ``source_comparisons``, ``noise_floor``,
     ``strategy_comparisons``, ``controls``, ``hardware`` (name -> list of dicts; empty lists are left out)."""
@@ -83,26 +105,13 @@ def rows(summary: Summary) -> dict[str, list[dict[str, Any]]]:
         "statistic": _raw(d.result if isinstance(d.result, NA) else d.result.statistic),
         "p": _raw(d.result if isinstance(d.result, NA) else d.result.p), "excluded": " ".join(d.excluded),
     } for d in ev.dispersion_tests]
-    out["source_comparisons"] = [{
-        "model": s.model, "method": s.method, "n_samples": s.n_samples, "seq_len": s.seq_len, "variant": s.variant,
-        "metric": s.metric, "source_a": s.comparison.a, "source_b": s.comparison.b, "n_a": s.comparison.n_a,
-        "n_b": s.comparison.n_b, "mean_a": _raw(s.comparison.mean_a), "mean_b": _raw(s.comparison.mean_b),
-        "test": "Welch t (scipy.stats.ttest_ind, equal_var=False)" if s.comparison.test == "welch"
-        else "Mann-Whitney U (scipy.stats.mannwhitneyu, two-sided)",
-        "statistic": _raw(s.comparison.na or s.comparison.statistic), "p": _raw(s.comparison.na or s.comparison.p),
-        "p_holm": _raw(s.comparison.na or s.comparison.p_holm), "correction": "Holm within model x method x size x metric",
-        "effect": _raw(s.comparison.na or s.comparison.effect), "effect_size": s.comparison.effect_name,
-    } for s in ev.comparisons]
-    out["strategy_comparisons"] = [{
-        "model": s.model, "method_source": s.method, "n_samples": s.n_samples, "seq_len": s.seq_len, "variant": s.variant,
-        "metric": s.metric, "strategy_a": s.comparison.a, "strategy_b": s.comparison.b, "n_a": s.comparison.n_a,
-        "n_b": s.comparison.n_b, "mean_a": _raw(s.comparison.mean_a), "mean_b": _raw(s.comparison.mean_b),
-        "test": "Welch t (scipy.stats.ttest_ind, equal_var=False)" if s.comparison.test == "welch"
-        else "Mann-Whitney U (scipy.stats.mannwhitneyu, two-sided)",
-        "statistic": _raw(s.comparison.na or s.comparison.statistic), "p": _raw(s.comparison.na or s.comparison.p),
-        "p_holm": _raw(s.comparison.na or s.comparison.p_holm), "correction": "Holm within model x method x source x size x metric",
-        "effect": _raw(s.comparison.na or s.comparison.effect), "effect_size": s.comparison.effect_name,
-    } for s in ev.strategies]
+    out["source_comparisons"] = [
+        {"model": s.model, "method": s.method, **_comparison_fields(s, "source", "Holm within model x method x size x metric")}
+        for s in ev.comparisons]
+    out["strategy_comparisons"] = [
+        {"model": s.model, "method_source": s.method,
+         **_comparison_fields(s, "strategy", "Holm within model x method x source x size x metric")}
+        for s in ev.strategies]
     out["noise_floor"] = [{
         "model": r.model, "method": r.method, "source": r.source, "n_samples": r.n_samples, "seq_len": r.seq_len,
         "variant": r.variant, "metric": r.metric, "noise_sd": _raw(r.noise_sd), "noise_df": r.noise_df,
@@ -233,13 +242,8 @@ def tables(summary: Summary, with_variant: bool) -> list:
             title=f"Sources compared within each method ({name}, Holm-corrected)",
             header=["model", "method", "n×len"] + vh + ["metric", "sources", "n", "means", "t" if ev.test == "welch" else "U",
                                                          "p", "p (Holm)", effect],
-            rows=[[s.model, s.method, _size(s.n_samples, s.seq_len)] + v(s.variant) + [
-                _unit(s.metric), f"{s.comparison.a} vs {s.comparison.b}", f"{s.comparison.n_a}, {s.comparison.n_b}",
-                f"{_fmt(s.metric, s.comparison.mean_a)} vs {_fmt(s.metric, s.comparison.mean_b)}",
-                str(s.comparison.na) if s.comparison.na else f"{s.comparison.statistic:.3g}",
-                "" if s.comparison.na else _p(s.comparison.p), "" if s.comparison.na else _p(s.comparison.p_holm),
-                "" if s.comparison.na else f"{s.comparison.effect:+.2f}",
-            ] for s in ev.comparisons],
+            rows=[[s.model, s.method, _size(s.n_samples, s.seq_len)] + v(s.variant) + [_unit(s.metric)] + _comparison_cells(s)
+                  for s in ev.comparisons],
             note=f"{name} per pair of sources, two-sided; p (Holm): Holm's correction over the pairs of one model × method × "
                  f"size × metric (statsmodels multipletests). {effect}: positive when the first source's mean is larger. "
                  "Data-free methods are not compared (see the controls).",
@@ -252,12 +256,8 @@ def tables(summary: Summary, with_variant: bool) -> list:
             title=f"Selection strategies compared within each method and source ({name}, Holm-corrected)",
             header=["model", "method / source", "n×len", "other settings", "metric", "strategies", "n", "means",
                     "t" if ev.test == "welch" else "U", "p", "p (Holm)", effect],
-            rows=[[s.model, s.method, _size(s.n_samples, s.seq_len), s.variant or "–", _unit(s.metric),
-                   f"{s.comparison.a} vs {s.comparison.b}", f"{s.comparison.n_a}, {s.comparison.n_b}",
-                   f"{_fmt(s.metric, s.comparison.mean_a)} vs {_fmt(s.metric, s.comparison.mean_b)}",
-                   str(s.comparison.na) if s.comparison.na else f"{s.comparison.statistic:.3g}",
-                   "" if s.comparison.na else _p(s.comparison.p), "" if s.comparison.na else _p(s.comparison.p_holm),
-                   "" if s.comparison.na else f"{s.comparison.effect:+.2f}"] for s in ev.strategies],
+            rows=[[s.model, s.method, _size(s.n_samples, s.seq_len), s.variant or "–", _unit(s.metric)] + _comparison_cells(s)
+                  for s in ev.strategies],
             note=f"Groups that differ only in their selection.* settings (the calibration selection strategy), compared per "
                  f"pair over their calibration sets (seeds); p (Holm) over the pairs of one model × method × source × size × "
                  f"metric. {effect}: positive when the first strategy's mean is larger (for perplexity, larger is worse).",
