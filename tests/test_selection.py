@@ -60,6 +60,23 @@ def test_default_selection_keeps_job_config_keys():
     assert config_key(other, "torch.float32") != config_key(resolved, "torch.float32")
 
 
+def test_selection_experiment_reuses_replication_jobs_for_random_only():
+    # experiment=selection's random jobs are experiment=replication_cpu's jobs (resume reuses them);
+    # every other strategy is a job of its own.
+    from omegaconf import OmegaConf
+
+    from calib_sweep.tracking import config_key
+
+    def key(*overrides):
+        return config_key(OmegaConf.to_container(compose_cfg(list(overrides)), resolve=True), "torch.float32")
+
+    job = ("method=wanda", "dataset=offline_news", "seed=1")
+    replication = key("experiment=replication_cpu", *job)
+    assert key("experiment=selection", "selection=random", *job) == replication
+    assert key("experiment=selection", "selection=length", *job) != replication
+    assert key("experiment=replication_cpu", "method=wanda", "dataset=offline_news", "seed=2") != replication
+
+
 # ----------------------------------------------------------------------- each strategy, hand-made
 def test_registry_has_every_strategy_and_random_is_default():
     assert set(STRATEGIES) == {"random", "length", "perplexity", "lexical_diversity", "activation_diversity", "dedup"}
