@@ -217,6 +217,24 @@ def test_selection_strategies_are_compared_within_method_and_source(tmp_path):
     assert "Selection strategies compared" in (tmp_path / "r" / "report.md").read_text()
 
 
+def test_strategies_are_compared_against_random_not_every_pair(tmp_path):
+    sweep = tmp_path / "s"
+    ppl = {"random": [30.0, 30.4, 29.7], "low": [28.1, 28.4, 27.9], "high": [33.0, 33.9, 32.8]}
+    for i, (band, values) in enumerate(ppl.items()):
+        selection = ({"name": "random", "pool_factor": 1} if band == "random"
+                     else {"name": "perplexity", "pool_factor": 4, "band": band})
+        for seed, value in enumerate(values):
+            _job(sweep, 10 * i + seed, "wanda", "c4", seed, value, 0.6, selection=selection)
+    files = write_report([sweep], tmp_path / "r", wandb=False)
+    rows = [s.comparison for s in files.summary.evidence.strategies if s.metric == "perplexity/wikitext"]
+    assert [(c.a, c.b) for c in rows] == [("band=high, name=perplexity, pool_factor=4", "name=random, pool_factor=1"),
+                                          ("band=low, name=perplexity, pool_factor=4", "name=random, pool_factor=1")]
+    high, low = rows
+    assert low.p == pytest.approx(stats.ttest_ind(ppl["low"], ppl["random"], equal_var=False).pvalue)
+    assert high.effect > 0 > low.effect
+    assert max(c.p_holm for c in rows) == pytest.approx(max(max(c.p for c in rows), 2 * min(c.p for c in rows)))
+
+
 def test_jobs_refused_at_validate_form_no_group_or_variant(tmp_path):
     sweep = tmp_path / "s"
     _job(sweep, 0, "gptq", "c4", 0, 30.0, 0.6, eval__layer_diagnostics=True)

@@ -76,6 +76,18 @@ def test_welch_pairs_hedges_g_and_holm_by_hand():
     assert all(c.p_holm >= c.p for c in out)
 
 
+def test_many_to_one_against_a_reference_holm_over_k_minus_1():
+    out = st.pairwise({"random": A, "news": B, "code": C}, "welch", reference="random")
+    assert [(c.a, c.b) for c in out] == [("code", "random"), ("news", "random")]
+    for c, other in zip(out, (C, B)):
+        assert c.p == pytest.approx(stats.ttest_ind(other, A, equal_var=False).pvalue)
+    lo, hi = sorted(c.p for c in out)
+    expected = {lo: min(1.0, 2 * lo), hi: min(1.0, max(2 * lo, hi))}  # Holm over 2 comparisons, not 3
+    assert [c.p_holm for c in out] == pytest.approx([expected[c.p] for c in out])
+    with pytest.raises(ValueError, match="reference='rnd' is not one of the samples"):
+        st.pairwise({"a": A, "b": B}, "welch", reference="rnd")
+
+
 def test_mann_whitney_u_and_rank_biserial_by_hand():
     a, b = [1.0, 2.0, 3.0, 4.0], [3.5, 5.0, 6.0, 7.0]
     (c,) = st.pairwise({"a": a, "b": b}, "mannwhitney")

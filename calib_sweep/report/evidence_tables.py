@@ -110,7 +110,8 @@ def rows(summary: Summary) -> dict[str, list[dict[str, Any]]]:
         for s in ev.comparisons]
     out["strategy_comparisons"] = [
         {"model": s.model, "method_source": s.method,
-         **_comparison_fields(s, "strategy", "Holm within model x method x source x size x metric")}
+         **_comparison_fields(s, "strategy", "Holm within model x method x source x size x metric: each strategy vs random "
+                                               "when random ran, else every pair")}
         for s in ev.strategies]
     out["noise_floor"] = [{
         "model": r.model, "method": r.method, "source": r.source, "n_samples": r.n_samples, "seq_len": r.seq_len,
@@ -258,8 +259,9 @@ def tables(summary: Summary, with_variant: bool) -> list:
                     "t" if ev.test == "welch" else "U", "p", "p (Holm)", effect],
             rows=[[s.model, s.method, _size(s.n_samples, s.seq_len), s.variant or "–", _unit(s.metric)] + _comparison_cells(s)
                   for s in ev.strategies],
-            note=f"Groups that differ only in their selection.* settings (the calibration selection strategy), compared per "
-                 f"pair over their calibration sets (seeds); p (Holm) over the pairs of one model × method × source × size × "
+            note=f"Groups that differ only in their selection.* settings (the calibration selection strategy), compared over "
+                 f"their calibration sets (seeds): each strategy (first) against the random draw (second) when random ran in the "
+                 f"same model × method × source × size, else every pair; p (Holm) over those comparisons of one family and "
                  f"metric. {effect}: positive when the first strategy's mean is larger (for perplexity, larger is worse).",
             anchor="strategy-comparisons",
         ))

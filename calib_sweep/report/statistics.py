@@ -198,27 +198,34 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return [float(p) for p in multipletests(list(p_values), method="holm")[1]]
 
 
-def pairwise(samples: Mapping[str, Sequence[float]], test: str = "welch") -> list[Comparison]:
-    """Every pair of samples compared (e.g. the sources within one method), Holm-corrected as one family.
+def pairwise(samples: Mapping[str, Sequence[float]], test: str = "welch", reference: str | None = None) -> list[Comparison]:
+    """Every pair of samples compared (e.g. the sources within one method), Holm-corrected as one family;
+    or, with ``reference``, every other sample against that one (many-to-one, e.g. each selection strategy
+    against random), Holm over those k-1 comparisons only (more power than all k(k-1)/2 pairs).
 
     Args:
         samples: name -> values (one per calibration set).
         test: ``welch`` (``scipy.stats.ttest_ind(equal_var=False)``, effect Hedges' g) or
             ``mannwhitney`` (``scipy.stats.mannwhitneyu``, two-sided, effect rank-biserial
             r = 2U/(n_a n_b) - 1).
+        reference: a key of ``samples``; each comparison is then ``a`` = another sample, ``b`` = it.
 
     Returns:
         One :class:`Comparison` per pair in name order; a pair with n < 3 on a side, or with no
         variation at all, carries :class:`NA` and is not part of the Holm family.
 
     Raises:
-        ValueError: unknown ``test``.
+        ValueError: unknown ``test``, or ``reference`` not among the samples.
     """
     if test not in ("welch", "mannwhitney"):
         raise ValueError(f"test={test!r} must be 'welch' or 'mannwhitney'")
+    if reference is not None and reference not in samples:
+        raise ValueError(f"reference={reference!r} is not one of the samples {sorted(samples)}")
+    pairs = ([(name, reference) for name in sorted(samples) if name != reference] if reference is not None
+             else list(itertools.combinations(sorted(samples), 2)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scipy's precision-loss note on near-constant samples
-        out = _compare_pairs(samples, test)
+        out = _compare_pairs(samples, test, pairs)
     tested = [i for i, c in enumerate(out) if c.na is None]
     for i, corrected in zip(tested, holm([out[i].p for i in tested])):
         c = out[i]
@@ -226,11 +233,11 @@ def pairwise(samples: Mapping[str, Sequence[float]], test: str = "welch") -> lis
     return out
 
 
-def _compare_pairs(samples: Mapping[str, Sequence[float]], test: str) -> list[Comparison]:
+def _compare_pairs(samples: Mapping[str, Sequence[float]], test: str, pairs: list[tuple[str, str]]) -> list[Comparison]:
     from scipy import stats
 
     out: list[Comparison] = []
-    for a, b in itertools.combinations(sorted(samples), 2):
+    for a, b in pairs:
         xa, xb = [float(v) for v in samples[a]], [float(v) for v in samples[b]]
         base = dict(a=a, b=b, n_a=len(xa), n_b=len(xb), mean_a=float(np.mean(xa)) if xa else None,
                     mean_b=float(np.mean(xb)) if xb else None, test=test)
