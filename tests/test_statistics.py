@@ -125,6 +125,8 @@ def test_noise_floor_pooled_variance_and_f_test_by_hand():
     var, df = st.pooled_variance(cells)
     assert df == 3 and var == pytest.approx((2 * np.var(cells[0], ddof=1) + 1 * np.var(cells[1], ddof=1)) / 3)
     assert str(st.pooled_variance([[1.0], [2.0]])) == "n/a (no cell with 2 or more values)"
+    # identical reruns (Wanda's ARC-Easy accuracy 31/80 six times) are exactly 0, not np.var's 3.7e-33
+    assert np.var([0.39] * 6, ddof=1) > 0 and st.pooled_variance([[0.39] * 6]) == (0.0, 5)
     test = st.variance_ratio((0.4, 4), (0.1, 10))
     assert test.statistic == pytest.approx(4.0) and test.p == pytest.approx(stats.f.sf(4.0, 4, 10))
     assert st.variance_ratio((0.4, 4), (0.0, 10)).p == 0.0  # bit-identical reruns: any spread is above noise

@@ -301,7 +301,8 @@ def pooled_variance(cells: Sequence[Sequence[float]]) -> tuple[float, int] | NA:
     """Pooled within-cell variance and its degrees of freedom: sum((k_i - 1) s_i^2) / sum(k_i - 1).
 
     A cell is the reruns of one configuration (e.g. one calibration set under numerical perturbations,
-    or the seeds of one source); cells with one value add nothing.
+    or the seeds of one source); cells with one value add nothing; a cell whose values are all equal adds
+    exactly 0 (not the ~1e-33 rounding residue of ``np.var``, which would make an F ratio of 1e29).
 
     Returns:
         ``(variance, df)``, or :class:`NA` when no cell has two values.
@@ -310,7 +311,7 @@ def pooled_variance(cells: Sequence[Sequence[float]]) -> tuple[float, int] | NA:
     df = sum(len(c) - 1 for c in used)
     if not df:
         return NA("no cell with 2 or more values")
-    return float(sum((len(c) - 1) * np.var(c, ddof=1) for c in used) / df), int(df)
+    return float(sum((len(c) - 1) * (0.0 if c.max() == c.min() else np.var(c, ddof=1)) for c in used) / df), int(df)
 
 
 def variance_ratio(signal: tuple[float, int], noise: tuple[float, int]) -> Test | NA:
