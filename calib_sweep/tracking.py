@@ -117,6 +117,10 @@ def write_results(folder: str | os.PathLike, record: dict[str, Any]) -> Path:
 _NOT_IN_KEY = ("logger", "resume")
 
 
+DEFAULT_SELECTION = {"name": "random", "pool_factor": 1}
+"""The ``selection`` config of the default random draw; configs written before the group existed mean it."""
+
+
 def config_key(resolved: dict[str, Any], dtype: str | None = None) -> str:
     """SHA-256 (hex) of a job's resolved config without ``logger`` and ``resume``, plus the torch
     dtype ``dtype=auto`` resolved to (``dtype``, e.g. ``"torch.float32"``), when given.
@@ -129,7 +133,7 @@ def config_key(resolved: dict[str, Any], dtype: str | None = None) -> str:
     switch existed; the diagnostics only add a record, they never change a metric).
     """
     payload = {k: v for k, v in resolved.items() if k not in _NOT_IN_KEY}
-    if payload.get("selection") == {"name": "random", "pool_factor": 1}:
+    if payload.get("selection") == DEFAULT_SELECTION:
         del payload["selection"]  # the default draw: keys (resume, W&B ids) as before the selection group existed
     evaluation = payload.get("eval")
     if isinstance(evaluation, dict) and evaluation.get("layer_diagnostics") is False:

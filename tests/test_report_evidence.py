@@ -235,6 +235,18 @@ def test_strategies_are_compared_against_random_not_every_pair(tmp_path):
     assert max(c.p_holm for c in rows) == pytest.approx(max(max(c.p for c in rows), 2 * min(c.p for c in rows)))
 
 
+def test_jobs_older_than_the_selection_group_count_as_random(tmp_path):
+    # replication_cpu jobs run before the selection group existed have no `selection` in their config;
+    # a selection sweep reuses them as its random jobs, so they must be the random side of the comparison.
+    sweep = tmp_path / "s"
+    for seed, (old, dedup) in enumerate(zip([30.0, 30.4, 29.7], [29.0, 29.2, 28.8])):
+        assert "selection" not in _job(sweep, seed, "wanda", "c4", seed, old, 0.6).joinpath(".hydra", "config.yaml").read_text()
+        _job(sweep, 10 + seed, "wanda", "c4", seed, dedup, 0.6, selection={"name": "dedup", "pool_factor": 2})
+    summary = summarize(load_jobs([sweep]))
+    (row,) = [s.comparison for s in summary.evidence.strategies if s.metric == "perplexity/wikitext"]
+    assert (row.a, row.b) == ("name=dedup, pool_factor=2", "name=random, pool_factor=1") and row.n_b == 3
+
+
 def test_jobs_refused_at_validate_form_no_group_or_variant(tmp_path):
     sweep = tmp_path / "s"
     _job(sweep, 0, "gptq", "c4", 0, 30.0, 0.6, eval__layer_diagnostics=True)

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from calib_sweep.tracking import DEFAULT_SELECTION
+
 RESULTS_FILE = "results.json"
 HYDRA_DIR = ".hydra"
 
@@ -317,10 +319,13 @@ def _assign_variants(jobs: list[Job]) -> None:
 
     A key varies when jobs of the same context (same method for ``method.*``, same source for
     ``dataset.*``, same model for ``model.*``, all jobs otherwise) that have the key hold different values;
-    a key missing from a job (an older config) is not a difference.
+    a key missing from a job (an older config) is not a difference, except ``selection``, which an older
+    config had as the default random draw.
     """
     jobs = [job for job in jobs if not job.config_refused]  # a refused config (a typo) is no variant
-    flat = [flatten(job.config) for job in jobs]
+    # A config written before the selection group existed used the random draw (bit-identical sets):
+    # it is selection=random, so it compares with the strategies of a selection sweep.
+    flat = [flatten({"selection": DEFAULT_SELECTION, **job.config} if job.config else job.config) for job in jobs]
     skip = set(_GROUP_PATHS.values()) | set(PERTURBATION_KEYS)
     seen: dict[tuple, set[str]] = {}
     for f in flat:
