@@ -222,6 +222,12 @@ def _tiny(tiny_model_dir, tiny_corpus, *extra):
     return cfg, tokenizer, model
 
 
+def _plain(node):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True)
+
+
 def test_perplexity_selection_on_the_tiny_model_is_cached_and_rebuilds(tiny_model_dir, tiny_corpus, isolated_cache, tmp_path):
     from calib_sweep.data import cli
     from calib_sweep.data.selection.scoring import slot_rows, window_features
@@ -231,9 +237,13 @@ def test_perplexity_selection_on_the_tiny_model_is_cached_and_rebuilds(tiny_mode
     cfg, tokenizer, model = _tiny(tiny_model_dir, tiny_corpus, "selection=perplexity", "selection.band=low")
     draw = lambda seed: build_calibration_set(cfg.dataset, tokenizer, 4, 64, seed, model=model, selection=cfg.selection)  # noqa: E731
     first = draw(0)
-    assert first.selection_scoring["reused"] is False and first.selection_scoring["windows"] == first.slots_available
+    # only the share's 4 x 4 = 16 candidates are scored, not the whole source
+    assert first.selection_scoring["reused"] is False and first.selection_scoring["windows"] == 16 < first.slots_available
     second = draw(1)
-    assert second.selection_scoring["reused"] is True  # the sweep's next seed reads the scores
+    assert second.selection_scoring["reused"] is False  # another share: its own 16 windows
+    high = build_calibration_set(cfg.dataset, tokenizer, 4, 64, 0, model=model,
+                                 selection={**_plain(cfg.selection), "band": "high"})
+    assert high.selection_scoring["reused"] is True  # the same share for another band (or method): read from the cache
     # Band low: the chosen windows are the 4 lowest-perplexity of the 16 candidates, by direct scoring.
     stream, _, _ = token_stream(load_documents(cfg.dataset), tokenizer)
     pool = np.array(first.manifest()["selection"]["pool"]["slots"])

@@ -25,9 +25,13 @@ def test_perplexity_job_scores_after_loading_with_its_own_timing(tiny_model_dir,
     assert scores == sorted(scores, reverse=True) and len(selection["pool"]["slots"]) == 16
     out = io.StringIO()
     assert cli.cmd_rebuild(str(tmp_path / "job" / "results.json"), None, out=out) is True
+    assert record["caches"]["selection_features"]["windows"] == 16  # the share only, not the whole source
     again = run_job(compose_cfg(overrides + ["seed=1"]), tmp_path / "job1")
-    assert again["caches"]["selection_features"]["reused"] is True  # the next seed reads the scores
+    assert again["caches"]["selection_features"]["reused"] is False  # another seed: another share
     assert not {q["slot"] for q in again["calibration"]["sequences"]} & {q["slot"] for q in record["calibration"]["sequences"]}
+    low = run_job(compose_cfg(tiny_overrides(tiny_model_dir, tiny_corpus) + ["method=dense", "selection=perplexity"]),
+                  tmp_path / "job_low")
+    assert low["caches"]["selection_features"]["reused"] is True  # seed 0's share again, another band: cached
 
 
 def test_random_job_manifest_has_no_selection(tiny_model_dir, tiny_corpus, tmp_path):

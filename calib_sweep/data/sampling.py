@@ -416,9 +416,9 @@ def _select_calibration_set(
     scoring: dict[str, Any] = {}
     features: dict[str, np.ndarray] = {}
     if strategy.needs:
-        by_slot, scoring = source_features(model, stream, slot_len, slots, strategy.needs, params, bos_token_id,
-                                           stream_cache.get("key"))
-        features = {name: np.asarray(values)[pool] for name, values in by_slot.items()}
+        by_pool, scoring = source_features(model, stream, slot_len, slots, strategy.needs, params, bos_token_id,
+                                           stream_cache.get("key"), slots=pool)
+        features = {name: np.asarray(values) for name, values in by_pool.items()}
     candidates = Candidates(
         slots=pool, rows=slot_rows(stream, pool, slot_len, None),
         n_documents=np.array([len(t) for t in touched], dtype=np.int64),

@@ -1,9 +1,11 @@
 """Per-window features of the dense model for model-based selection (perplexity, activations).
 
-Every slot of a source's stream is scored once per (model weights, source content + tokenizer +
-separator, slot length, BOS, dtype, device type, feature, layer) and cached with
-:func:`calib_sweep.cache.cached_arrays` (kind ``selection_features``), so a sweep over seeds and
-methods scores each window once; a job then reads its share's rows.
+A job scores only the candidate windows of its seed's share (``n_samples x pool_factor`` slots, not
+the whole source: a large source such as C4 holds millions of windows), once per (model weights,
+source content + tokenizer + separator, slot length, BOS, dtype, device type, feature, layer, share),
+cached with :func:`calib_sweep.cache.cached_arrays` (kind ``selection_features``): the methods and
+strategies of a sweep that use the same share read it from the cache, so each window is scored once.
+``inspect --coverage`` scores every slot of the source (one cache entry of its own).
 """
 
 from __future__ import annotations
@@ -96,9 +98,10 @@ def slot_rows(stream: np.ndarray, slots: np.ndarray, slot_len: int, bos_token_id
 
 def source_features(
     model, stream: np.ndarray, slot_len: int, n_slots: int, needs: tuple[str, ...], params: dict[str, Any],
-    bos_token_id: int | None = None, stream_key: str | None = None,
+    bos_token_id: int | None = None, stream_key: str | None = None, slots: np.ndarray | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The features ``needs`` of every slot ``0..n_slots-1`` of a stream, from the cache or computed.
+    """The features ``needs`` of the given slots of a stream (all ``0..n_slots-1`` when ``slots`` is
+    None), from the cache or computed.
 
     Args:
         model: the dense model, already loaded.
@@ -109,18 +112,28 @@ def source_features(
         params: the strategy's parameters (``layer``, ``batch_size``).
         bos_token_id: put in front of every row when the model needs it.
         stream_key: the stream's cache key (content, tokenizer, separator); ``None``: nothing cached.
+        slots: ``int64 [m]`` the slots to score, in the order of the returned rows (a seed's share);
+            part of the cache key.
 
     Returns:
-        ``({feature: array indexed by slot}, {"seconds", "windows", "reused", "keys"})``: ``seconds`` is
-        the wall time of this call (scoring plus cache reads).
+        ``({feature: array with one row per slot of `slots` (or per slot 0..n_slots-1)},
+        {"seconds", "windows", "reused", "keys"})``: ``windows`` is how many slots the call covers,
+        ``seconds`` the wall time of this call (scoring plus cache reads).
+
+    Raises:
+        ValueError: a slot outside ``0..n_slots-1``.
     """
     from calib_sweep import cache
 
     start = time.perf_counter()
+    chosen = np.arange(n_slots) if slots is None else np.asarray(slots, dtype=np.int64)
+    if len(chosen) and (chosen.min() < 0 or chosen.max() >= n_slots):
+        raise ValueError(f"slots must lie in 0..{n_slots - 1}; got {int(chosen.min())}..{int(chosen.max())}")
     layer = resolve_layer(model, params.get("layer")) if "pooled" in needs else None
     batch_size = int(params.get("batch_size", 8))
-    rows = torch.from_numpy(slot_rows(stream, np.arange(n_slots), slot_len, bos_token_id))
-    arrays, info = {}, {"windows": n_slots, "reused": True, "keys": {}}
+    rows = torch.from_numpy(slot_rows(stream, chosen, slot_len, bos_token_id))
+    share = None if slots is None else hashlib.sha256(chosen.astype("<i8").tobytes()).hexdigest()
+    arrays, info = {}, {"windows": int(len(chosen)), "reused": True, "keys": {}}
     fingerprint = model_fingerprint(model) if stream_key is not None else None
     for feature in needs:
         compute = lambda feature=feature: {feature: window_features(model, rows, feature, layer or 0, batch_size)}  # noqa: E731
@@ -132,6 +145,8 @@ def source_features(
         ident = {"model": fingerprint, "stream": stream_key, "slot_len": slot_len, "bos_token_id": bos_token_id,
                  "n_slots": n_slots, "feature": feature, "layer": layer if feature == "pooled" else None,
                  "dtype": str(param.dtype), "device": param.device.type}
+        if share is not None:
+            ident["slots_sha256"] = share  # a share of the source; absent: every slot (inspect --coverage)
         got, hit = cache.cached_arrays("selection_features", json.loads(json.dumps(ident)), compute)
         arrays[feature] = np.asarray(got[feature])
         info["reused"] = info["reused"] and hit["reused"]
