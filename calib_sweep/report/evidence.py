@@ -254,11 +254,6 @@ def _split_selection(group: "Group") -> tuple[str, str]:
     return other, chosen or "selection (default)"
 
 
-def _is_random(label: str) -> bool:
-    """Whether a strategy label (``name=random, pool_factor=1``) is the default random draw."""
-    return "name=random" in [part.strip() for part in label.split(",")] or label == "selection (default)"
-
-
 def strategy_comparisons(groups: list["Group"], metrics: list[str], test: str = "welch") -> list[SourceComparison]:
     """Per model x method x source x size: each calibration selection strategy (groups that differ only in
     ``selection.*`` settings) against the random draw when random ran in that family (``a`` = the strategy,
@@ -284,7 +279,8 @@ def strategy_comparisons(groups: list["Group"], metrics: list[str], test: str = 
             samples = {label: _values(g, metric) for label, g in members if _values(g, metric)}
             if len(samples) < 2:
                 continue
-            reference = next((label for label in sorted(samples) if _is_random(label)), None)
+            reference = next((label for label, g in members if label in samples
+                              and dict(g.jobs[0].variant_items).get("selection.name") == "random"), None)
             for comparison in pairwise(samples, test, reference=reference):
                 out.append(SourceComparison(model, method_source, n, seq, other, metric, comparison))
     return out
