@@ -212,6 +212,23 @@ def test_hydra_selection_configs_resolve():
     assert resolve(compose_cfg(["selection=perplexity_high"]).selection)[1]["band"] == "high"
 
 
+def test_selection_sweep_folders_name_the_group_option():
+    # The three perplexity bands share selection.name 'perplexity'; their job folders must differ.
+    from hydra import compose, initialize_config_module
+    from hydra.core.hydra_config import HydraConfig
+
+    folders = []
+    for option in ("perplexity", "perplexity_mid", "random"):
+        with initialize_config_module(config_module="calib_sweep.conf", version_base="1.3"):
+            cfg = compose("config", overrides=["experiment=selection", f"selection={option}", "method=wanda"],
+                          return_hydra_config=True)
+        cfg.hydra.job.num = 7
+        HydraConfig.instance().set_config(cfg)
+        folders.append(cfg.hydra.sweep.subdir)
+    assert folders == ["7_wanda_offline_wikipedia_perplexity_s0", "7_wanda_offline_wikipedia_perplexity_mid_s0",
+                       "7_wanda_offline_wikipedia_random_s0"]
+
+
 # ---------------------------------------------------------------------- model-based, tiny model
 def _tiny(tiny_model_dir, tiny_corpus, *extra):
     from calib_sweep import models
