@@ -41,6 +41,7 @@ from calib_sweep.data import (
     validate_source,
 )
 from calib_sweep.data.selection import validate_selection
+from calib_sweep.data.selection.scoring import check_model_fit
 from calib_sweep.errors import ConfigError
 from calib_sweep.evaluation import evaluate_model, validate_eval
 from calib_sweep.evaluation.baseline import deltas, dense_baseline
@@ -247,6 +248,7 @@ def _run_stages(cfg, record, stages, output_dir: Path, device, dtype, eval_sourc
     with stages("prepare"):  # config and tokenizer only: the embedded model is fetched once here
         model_config = models.load_config(cfg.model)
         methods.validate_method(cfg.method, models.linear_shapes(model_config))
+        check_model_fit(cfg.get("selection"), model_config)
         validate_samples(
             cfg.samples.n_samples, cfg.samples.seq_len, cfg.seed, getattr(model_config, "max_position_embeddings", None)
         )

@@ -185,7 +185,14 @@ def test_pool_too_small_says_how_many_sets(word_tokenizer):
     ({"name": "perplexity", "band": "top"}, r"selection.band='top' is unknown. Fix: selection.band=<one of \['low', 'mid', 'high'\]>"),
     ({"name": "perplexity", "bnd": "low"}, r"selection.bnd is not a parameter of selection=perplexity. Fix: use one of"),
     ({"name": "random", "pool_factor": 4}, r"selection.pool_factor=4 with selection=random .* Fix: selection.pool_factor=1"),
-    ({"name": "dedup", "pool_factor": 0}, r"selection.pool_factor=0 must be an integer >= 1"),
+    ({"name": "dedup", "pool_factor": 0}, r"selection.pool_factor=0 must be an integer >= 1. Fix: selection.pool_factor=2 "),
+    ({"name": "random", "pool_factor": -1}, r"selection.pool_factor=-1 must be an integer >= 1. Fix: selection.pool_factor=1 "),
+    ({"name": "length", "pool_factor": 2.5}, r"selection.pool_factor=2.5 must be an integer >= 1. Fix: selection.pool_factor=4 "),
+    # a non-random strategy choosing n of n candidates would be the random set under another name
+    ({"name": "lexical_diversity", "pool_factor": 1},
+     r"selection.pool_factor=1 with selection=lexical_diversity leaves nothing to choose .* Fix: selection.pool_factor=4 "
+     r"\(its default\), or selection=random"),
+    ({"name": "perplexity", "pool_factor": 1}, r"selection.pool_factor=1 with selection=perplexity leaves nothing to choose"),
     ({"name": "length", "mode": "short"}, r"selection.mode='short' is unknown for selection=length"),
 ])
 def test_bad_selection_is_one_line_naming_the_fix(selection, match):

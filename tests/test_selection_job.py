@@ -42,6 +42,9 @@ def test_random_job_manifest_has_no_selection(tiny_model_dir, tiny_corpus, tmp_p
 @pytest.mark.parametrize("extra, match, stage", [
     # a bad value needs no data: refused at validate, in milliseconds
     (["selection=perplexity", "selection.band=top"], r"selection.band='top' is unknown", "validate"),
+    # a layer the model lacks needs only its config.json: refused in prepare
+    (["selection=activation_diversity", "selection.layer=999"],
+     r"selection.layer=999 does not exist in a model of 2 layers. Fix: 0 <= selection.layer <= 2", "prepare"),
     # the pool's size needs the source's tokens: refused in calibrate, still before the model loads
     (["selection=activation_diversity", "seed=30"], r"selection=activation_diversity \(pool_factor=4\) can give \d+ disjoint set",
      "calibrate"),

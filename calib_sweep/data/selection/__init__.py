@@ -103,7 +103,7 @@ def register_strategy(
 
     Args:
         name: the strategy's name.
-        defaults: its parameters with defaults; must include ``pool_factor`` (int >= 1).
+        defaults: its parameters with defaults; must include ``pool_factor`` (int >= 2; ``random``: 1).
         needs: model features it reads (see :class:`Candidates`).
         validate: optional check of the parameters, raising :class:`ConfigError`.
         score: what the recorded score means (unit).
@@ -138,8 +138,9 @@ def resolve(selection_cfg: Any) -> tuple[Strategy, dict[str, Any]]:
     ``None`` (a config from before the group existed) means ``random``.
 
     Raises:
-        ConfigError: unknown strategy, unknown parameter, ``pool_factor`` not an integer >= 1 (or not 1
-            for ``random``), or a value the strategy's validator refuses; one line naming the fix.
+        ConfigError: unknown strategy, unknown parameter, ``pool_factor`` not an integer >= 1 (it must be
+            1 for ``random`` and at least 2 for the others, which would otherwise take the whole share), or a
+            value the strategy's validator refuses; one line naming the fix.
     """
     from omegaconf import OmegaConf
 
@@ -154,12 +155,21 @@ def resolve(selection_cfg: Any) -> tuple[Strategy, dict[str, Any]]:
             f"Fix: use one of {sorted(strategy.defaults)}."
         )
     params = {**strategy.defaults, **raw}
-    factor = params["pool_factor"]
+    factor, default = params["pool_factor"], strategy.defaults["pool_factor"]
     if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
-        raise ConfigError(f"selection.pool_factor={factor!r} must be an integer >= 1. Fix: e.g. selection.pool_factor=4.")
+        raise ConfigError(
+            f"selection.pool_factor={factor!r} must be an integer >= 1. "
+            f"Fix: selection.pool_factor={default} (the default of selection={strategy.name})."
+        )
     if strategy.name == "random" and factor != 1:
         raise ConfigError(
             f"selection.pool_factor={factor} with selection=random would only waste windows. Fix: selection.pool_factor=1."
+        )
+    if strategy.name != "random" and factor < 2:
+        # n of n candidates is the whole share: the random set, recorded under another strategy's name
+        raise ConfigError(
+            f"selection.pool_factor={factor} with selection={strategy.name} leaves nothing to choose (it would take "
+            f"the whole share: the random set). Fix: selection.pool_factor={default} (its default), or selection=random."
         )
     if strategy.validate is not None:
         strategy.validate(params)

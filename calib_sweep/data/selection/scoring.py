@@ -36,20 +36,37 @@ def model_fingerprint(model) -> str:
     return digest.hexdigest()
 
 
-def resolve_layer(model, layer: int | None) -> int:
+def resolve_layer(model_config, layer: int | None) -> int:
     """``layer`` as an index into ``output_hidden_states`` (``None``: ``num_hidden_layers // 2``).
+
+    ``model_config``: the model's ``transformers`` config (``model.config``, or
+    :func:`calib_sweep.models.load_config` before the weights load).
 
     Raises:
         ConfigError: outside ``[-(L+1), L]`` for a model of ``L`` layers.
     """
     from calib_sweep.errors import ConfigError
 
-    layers = int(getattr(model.config, "num_hidden_layers", 0))
+    layers = int(getattr(model_config, "num_hidden_layers", 0))
     if layer is None:
         return layers // 2
     if not -(layers + 1) <= layer <= layers:
         raise ConfigError(f"selection.layer={layer} does not exist in a model of {layers} layers. Fix: 0 <= selection.layer <= {layers}.")
     return layer % (layers + 1)
+
+
+def check_model_fit(selection_cfg, model_config) -> None:
+    """Check a ``selection`` config's model-dependent parameters (``selection.layer``) against the model's
+    ``transformers`` config, so a bad layer is refused before the weights load.
+
+    Raises:
+        ConfigError: see :func:`resolve_layer`, and the errors of :func:`calib_sweep.data.selection.resolve`.
+    """
+    from calib_sweep.data.selection import resolve
+
+    _, params = resolve(selection_cfg)
+    if "layer" in params:
+        resolve_layer(model_config, params["layer"])
 
 
 @torch.no_grad()
@@ -129,7 +146,7 @@ def source_features(
     chosen = np.arange(n_slots) if slots is None else np.asarray(slots, dtype=np.int64)
     if len(chosen) and (chosen.min() < 0 or chosen.max() >= n_slots):
         raise ValueError(f"slots must lie in 0..{n_slots - 1}; got {int(chosen.min())}..{int(chosen.max())}")
-    layer = resolve_layer(model, params.get("layer")) if "pooled" in needs else None
+    layer = resolve_layer(model.config, params.get("layer")) if "pooled" in needs else None
     batch_size = int(params.get("batch_size", 8))
     rows = torch.from_numpy(slot_rows(stream, chosen, slot_len, bos_token_id))
     share = None if slots is None else hashlib.sha256(chosen.astype("<i8").tobytes()).hexdigest()
