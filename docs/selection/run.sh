@@ -4,7 +4,7 @@
 # strategy for the methods it finished.  Never two torch jobs at once on a 2-core machine.  Each part
 # resumes by config key (selection=random jobs are experiment=replication_cpu's jobs and are reused when
 # multirun/.index holds them); a claimed sweep folder is never reused, so a rerun writes <dir>_2.
-# Then: python -m calib_sweep.report multirun/selection_* --out docs/selection
+# Then: python -m calib_sweep.report multirun/selection_*/ --out docs/selection --no-wandb
 set -u
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-.venv/bin/python}
