@@ -54,6 +54,18 @@ def _ylabel(metric: str) -> str:
     return f"{metric_label(metric)} accuracy (%)" if is_accuracy(metric) else metric_label(metric)
 
 
+def _short_variant(variant: str) -> str:
+    """A variant label for an axis: ``selection.band=high, selection.name=perplexity`` -> ``perplexity band=high``
+    (the config group prefix and ``name=`` dropped, the name first)."""
+    items = [item.strip() for item in variant.split(",") if item.strip()]
+    names, rest = [], []
+    for item in items:
+        key, _, value = item.partition("=")
+        key = key.rsplit(".", 1)[-1]
+        (names if key == "name" else rest).append(value if key == "name" else f"{key}={value}")
+    return " ".join(names + rest)
+
+
 def _box_axes(ax, groups: list[Group], metric: str, show_size: bool, sources: list[str]) -> bool:
     """Draw one metric's boxes on ``ax``; False when no group has a finite value."""
     positions, data, colours, labels = [], [], [], []
@@ -71,8 +83,8 @@ def _box_axes(ax, groups: list[Group], metric: str, show_size: bool, sources: li
         positions.append(x)
         data.append([v * _scale(metric) for v in values])
         colours.append(_COLOURS[sources.index(g.source) % len(_COLOURS)])
-        label = g.method + (f"\n{g.source}" if len(sources) > 1 else "") + (f"\nn={g.n_samples}" if show_size else "")
-        labels.append(label + (f"\n{g.variant}" if g.variant else ""))
+        parts = [g.method] + ([g.source] if len(sources) > 1 else []) + ([f"n={g.n_samples}"] if show_size else [])
+        labels.append(parts + ([_short_variant(g.variant)] if g.variant else []))
     if not data:
         return False
     boxes = ax.boxplot(data, positions=positions, widths=0.6, patch_artist=True, showmeans=True, showfliers=False,
@@ -84,7 +96,10 @@ def _box_axes(ax, groups: list[Group], metric: str, show_size: bool, sources: li
     for pos, values in zip(positions, data):  # every calibration set as a dot
         ax.scatter([pos] * len(values), values, s=9, color="black", zorder=3, alpha=0.6)
     ax.set_xticks(positions)
-    ax.set_xticklabels(labels, fontsize=7, rotation=0 if len(positions) <= 8 else 45)
+    if len(positions) <= 8:  # few boxes: stacked lines, horizontal
+        ax.set_xticklabels(["\n".join(parts) for parts in labels], fontsize=7)
+    else:  # many boxes: one line each, vertical, so neighbouring labels never overlap
+        ax.set_xticklabels([" · ".join(parts) for parts in labels], fontsize=6, rotation=90)
     ax.set_ylabel(_ylabel(metric), fontsize=8)
     ax.set_title(metric_label(metric), fontsize=9)
     ax.grid(axis="y", alpha=0.3)
