@@ -412,7 +412,7 @@ def test_html_report_opens_in_headless_chromium(tmp_path):
 def test_box_labels_shorten_selection_variants():
     from calib_sweep.report.figures import _short_variant
 
-    assert _short_variant("selection.band=high, selection.name=perplexity, selection.pool_factor=4") == \
+    assert _short_variant([("selection.band", "high"), ("selection.name", "perplexity"), ("selection.pool_factor", "4")]) == \
         "perplexity band=high pool_factor=4"
-    assert _short_variant("selection.name=random, selection.pool_factor=1") == "random pool_factor=1"
-    assert _short_variant("perturb.row_order_seed=1") == "row_order_seed=1"
+    assert _short_variant([("selection.name", "random"), ("selection.pool_factor", "1")]) == "random pool_factor=1"
+    assert _short_variant([("perturb.row_order_seed", "1")]) == "row_order_seed=1"

@@ -54,15 +54,12 @@ def _ylabel(metric: str) -> str:
     return f"{metric_label(metric)} accuracy (%)" if is_accuracy(metric) else metric_label(metric)
 
 
-def _short_variant(variant: str) -> str:
-    """A variant label for an axis: ``selection.band=high, selection.name=perplexity`` -> ``perplexity band=high``
-    (the config group prefix and ``name=`` dropped, the name first)."""
-    items = [item.strip() for item in variant.split(",") if item.strip()]
-    names, rest = [], []
-    for item in items:
-        key, _, value = item.partition("=")
-        key = key.rsplit(".", 1)[-1]
-        (names if key == "name" else rest).append(value if key == "name" else f"{key}={value}")
+def _short_variant(items: list[tuple[str, str]]) -> str:
+    """A variant label for an axis, from a job's ``variant_items``: ``selection.band=high,
+    selection.name=perplexity`` -> ``perplexity band=high`` (the config group prefix and ``name=``
+    dropped, the name first)."""
+    names = [value for key, value in items if key.rsplit(".", 1)[-1] == "name"]
+    rest = [f"{key.rsplit('.', 1)[-1]}={value}" for key, value in items if key.rsplit(".", 1)[-1] != "name"]
     return " ".join(names + rest)
 
 
@@ -84,7 +81,7 @@ def _box_axes(ax, groups: list[Group], metric: str, show_size: bool, sources: li
         data.append([v * _scale(metric) for v in values])
         colours.append(_COLOURS[sources.index(g.source) % len(_COLOURS)])
         parts = [g.method] + ([g.source] if len(sources) > 1 else []) + ([f"n={g.n_samples}"] if show_size else [])
-        labels.append(parts + ([_short_variant(g.variant)] if g.variant else []))
+        labels.append(parts + ([_short_variant(g.jobs[0].variant_items)] if g.variant and g.jobs else []))
     if not data:
         return False
     boxes = ax.boxplot(data, positions=positions, widths=0.6, patch_artist=True, showmeans=True, showfliers=False,
