@@ -71,7 +71,7 @@ def test_self_generated_is_seeded_and_recorded(tiny_model_dir):
     assert torch.equal(a.input_ids, b.input_ids) and not torch.equal(a.input_ids, c.input_ids)
     assert (a.input_ids[:, 0] == tokenizer.eos_token_id).all()  # tiny tokenizer has no BOS: starts from EOS
     manifest = a.manifest()
-    assert manifest["generation"]["temperature"] == 1.0 and manifest["generation"]["generation_seed"] == 0
+    assert manifest["generation"]["temperature_initial"] == 1.0 and manifest["generation"]["generation_seed"] == 0
     assert c.manifest()["generation"]["generation_seed"] == 1
     with pytest.raises(ConfigError, match="dataset.temperature=0"):
         validate_source(OmegaConf.merge(cfg, {"temperature": 0}))

@@ -10,8 +10,11 @@ Three kinds of dataset config (``conf/dataset/*.yaml``):
   same disjoint-by-seed policy from its own source, as in RedPajama-style data mixtures;
 * **self-generated** text (``loader: self_generated``): the model being compressed writes its own
   calibration set by sampling from its beginning-of-sequence token (self-calibration, Williams,
-  Chrysostomou & Aletras 2025).  ``temperature``, ``top_p``, ``top_k`` and ``generation_seed`` are
-  config fields; the job's ``seed`` is added to ``generation_seed``, so seeds give different sets.
+  Chrysostomou & Aletras 2025), at the temperature schedule of its Sec. 3.2
+  (:mod:`calib_sweep.data.self_generated`: ``temperature_schedule``, ``temperature_initial``,
+  ``temperature_final``, ``schedule_tokens``, or ``temperature`` when constant).  ``top_p``, ``top_k`` and
+  ``generation_seed`` are config fields too; the job's ``seed`` is added to ``generation_seed``, so
+  seeds give different sets.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from calib_sweep.data.sampling import CalibrationSet, draw_calibration_set, resolve_separator, token_stream
+from calib_sweep.data.self_generated import schedule_processor, temperature_schedule
 from calib_sweep.data.sources import (
     Document,
     load_documents,
@@ -150,9 +154,7 @@ def split_counts(n_samples: int, weights: list[float]) -> list[int]:
 
 # ------------------------------------------------------------------------------ self-generated
 def _validate_self_generated(dataset_cfg: Any) -> None:
-    temperature = dataset_cfg.get("temperature", 1.0)
-    if not isinstance(temperature, (int, float)) or temperature <= 0:
-        raise ConfigError(f"dataset.temperature={temperature!r} must be > 0. Fix: e.g. dataset.temperature=1.0.")
+    temperature_schedule(dataset_cfg)  # raises ConfigError for a bad schedule or temperature
     top_p = dataset_cfg.get("top_p", 1.0)
     if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
         raise ConfigError(f"dataset.top_p={top_p!r} must lie in (0, 1]. Fix: e.g. dataset.top_p=0.95.")
@@ -193,12 +195,22 @@ def generate_calibration_set(
     generation config's EOS ids, the tokenizer's EOS and the document separator) are the stop
     tokens of generation and are kept out of the rows (``min_new_tokens``), so a row is one
     uninterrupted text, never a chat-start or BOS token used as a stop.  Sampling is seeded by
-    ``generation_seed + seed`` in a forked RNG, so the global RNG is untouched.
+    ``generation_seed + seed`` in a forked RNG, so the global RNG is untouched.  The sampling
+    temperature follows the dataset's schedule (:mod:`calib_sweep.data.self_generated`, Sec. 3.2 of
+    the paper: linear from ``temperature_initial`` to ``temperature_final`` over the first
+    ``schedule_tokens`` sampled tokens, or ``constant``), applied by a logits processor before top-k /
+    top-p.
 
     Returns:
         A :class:`CalibrationSet` (``input_ids`` ``[n_samples, seq_len]`` int64) whose manifest
-        records the generation settings and the end tokens.
+        records the generation settings (the schedule included) and the end tokens.
+
+    Raises:
+        ConfigError: a bad schedule (:func:`calib_sweep.data.self_generated.temperature_schedule`),
+            or a tokenizer with neither BOS nor EOS.
     """
+    from transformers import LogitsProcessorList
+
     ends = end_token_ids(model, tokenizer, separator_token_id)
     start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else (ends[0] if ends else None)
     if start is None:
@@ -206,7 +218,7 @@ def generate_calibration_set(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (ends[0] if ends else start)
     device = next(model.parameters()).device
     batch_size = int(dataset_cfg.get("batch_size", 16))
-    temperature = float(dataset_cfg.get("temperature", 1.0))
+    schedule = temperature_schedule(dataset_cfg)
     gen_seed = int(dataset_cfg.get("generation_seed", 0)) + int(seed)
     rows = []
     devices = [device.index or 0] if device.type == "cuda" else []
@@ -219,7 +231,8 @@ def generate_calibration_set(
                 input_ids=prompt,
                 attention_mask=torch.ones_like(prompt),
                 do_sample=True,
-                temperature=temperature,
+                temperature=1.0,  # the schedule divides the logits (before top-k / top-p, see self_generated)
+                logits_processor=LogitsProcessorList([schedule_processor(schedule, prompt.shape[1])]),
                 top_p=float(dataset_cfg.get("top_p", 1.0)),
                 top_k=int(dataset_cfg.get("top_k", 0)) or None,
                 max_new_tokens=seq_len - 1,
@@ -239,7 +252,7 @@ def generate_calibration_set(
     )
     calib.extra = {
         "generation": {
-            "temperature": temperature, "top_p": float(dataset_cfg.get("top_p", 1.0)),
+            **schedule, "top_p": float(dataset_cfg.get("top_p", 1.0)),
             "top_k": int(dataset_cfg.get("top_k", 0)), "generation_seed": gen_seed, "start_token": int(start),
             "end_token_ids": ends,
         }
