@@ -97,7 +97,7 @@ def validate(cfg: DictConfig) -> None:
     methods.validate_method(cfg.method)
     validate_samples(cfg.samples.n_samples, cfg.samples.seq_len, cfg.seed, prepend_bos=cfg.model.get("prepend_bos", False))
     validate_source(cfg.dataset)
-    models.resolve_dtype(cfg.dtype, models.resolve_device(cfg.device))
+    models.check_dtype(cfg.model, models.resolve_dtype(cfg.dtype, models.resolve_device(cfg.device)))  # fp16 on Gemma-3
     validate_eval(cfg.eval)
     runtime.resolve_threads(cfg.get("threads", "auto"))
     validate_row_order_seed((cfg.get("perturb") or {}).get("row_order_seed"))

@@ -6,6 +6,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from calib_sweep import models
+from calib_sweep.models import gguf as models_gguf
 from calib_sweep.errors import ConfigError
 
 
@@ -40,7 +41,7 @@ def write_gguf(path, tokenizer_model: str = "llama"):
 
 
 def test_sentencepiece_merges_follow_piece_scores(tmp_path):
-    tokenizer = models._sentencepiece_bpe_tokenizer(write_gguf(tmp_path / "toy.gguf"))
+    tokenizer = models_gguf._sentencepiece_bpe_tokenizer(write_gguf(tmp_path / "toy.gguf"))
     ids = tokenizer("abc abc\nabc").input_ids
     assert tokenizer.convert_ids_to_tokens(ids) == ["<bos>", "a", "bc", "\u2581a", "bc", "\n", "a", "bc"]
     assert tokenizer.decode(ids, skip_special_tokens=True) == "abc abc\nabc"
@@ -48,11 +49,11 @@ def test_sentencepiece_merges_follow_piece_scores(tmp_path):
 
 
 def test_gguf_without_sentencepiece_vocabulary_is_left_to_transformers(tmp_path):
-    assert models._sentencepiece_bpe_tokenizer(write_gguf(tmp_path / "bpe.gguf", tokenizer_model="gpt2")) is None
+    assert models_gguf._sentencepiece_bpe_tokenizer(write_gguf(tmp_path / "bpe.gguf", tokenizer_model="gpt2")) is None
 
 
 def test_bos_token_id_follows_prepend_bos(tmp_path):
-    tokenizer = models._sentencepiece_bpe_tokenizer(write_gguf(tmp_path / "toy.gguf"))
+    tokenizer = models_gguf._sentencepiece_bpe_tokenizer(write_gguf(tmp_path / "toy.gguf"))
     assert models.bos_token_id(OmegaConf.create({"name": "toy", "prepend_bos": True}), tokenizer) == 2
     assert models.bos_token_id(OmegaConf.create({"name": "toy", "prepend_bos": False}), tokenizer) is None
     assert models.bos_token_id(OmegaConf.create({"name": "toy"}), tokenizer) is None

@@ -10,11 +10,12 @@ the full KL (data-processing inequality), exact when ``k = V``.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 
-from calib_sweep.errors import ConfigError
+from calib_sweep.errors import CompressionError, ConfigError
 
 
 class TopKLogprobs(NamedTuple):
@@ -28,6 +29,28 @@ class TopKLogprobs(NamedTuple):
 def _check_ids(token_ids: torch.Tensor) -> None:
     if not isinstance(token_ids, torch.Tensor) or token_ids.ndim != 2 or token_ids.dtype != torch.long:
         raise ConfigError("token_ids must be an int64 tensor [n_windows, seq_len]. Fix: stack equal-length windows.")
+
+
+def non_finite_error(figure: str, value: float, dtype: torch.dtype) -> CompressionError:
+    """The error that stops a job at its first non-finite figure, naming the dtype as the likely cause.
+
+    A NaN or infinite KL, loss or log-probability of a model that loaded fine is, in practice, an
+    overflow of its activations in a 16-bit dtype (float16's largest value is 65,504; Gemma-3
+    exceeds it: huggingface/transformers#36822), so the fix names a wider dtype.
+
+    Args:
+        figure: what was computed, e.g. ``"kl_from_dense"``.
+        value: its value (NaN or +-inf).
+        dtype: the model's parameter dtype.
+    """
+    name = str(dtype).removeprefix("torch.")
+    if dtype == torch.float16:
+        cause = "float16 overflows on this model; use dtype=bfloat16 or float32"
+    elif dtype == torch.bfloat16:
+        cause = "the model overflowed in bfloat16; use dtype=float32"
+    else:
+        cause = f"in {name}, so not a 16-bit overflow: the model's weights or inputs hold NaN/Inf"
+    return CompressionError(f"{figure} is {value}: {cause}")
 
 
 def _logprobs(model, ids: torch.Tensor) -> torch.Tensor:
@@ -54,6 +77,7 @@ def reference_logprobs(model, token_ids: torch.Tensor, top_k: int | None = 64) -
 
     Raises:
         ConfigError: ``token_ids`` is not int64 2-D, or ``top_k < 1``.
+        CompressionError: a log-probability is NaN (the dense model overflowed: :func:`non_finite_error`).
     """
     _check_ids(token_ids)
     if top_k is not None and (isinstance(top_k, bool) or int(top_k) < 1):
@@ -61,6 +85,9 @@ def reference_logprobs(model, token_ids: torch.Tensor, top_k: int | None = 64) -
     values, indices = [], []
     for ids in token_ids:
         logp = _logprobs(model, ids)
+        if torch.isnan(logp).any():  # inf/NaN logits (log_softmax of a row holding them is NaN)
+            raise non_finite_error("the dense model's log-probabilities on the KL windows", float("nan"),
+                                   next(model.parameters()).dtype)
         if top_k is None:
             values.append(logp.cpu())
         else:
@@ -87,6 +114,7 @@ def kl_from_reference(model, token_ids: torch.Tensor, reference: torch.Tensor | 
 
     Raises:
         ConfigError: shapes of ``token_ids`` and ``reference`` disagree.
+        CompressionError: the KL is NaN or infinite (:func:`non_finite_error`).
     """
     _check_ids(token_ids)
     ref_values = reference.values if isinstance(reference, TopKLogprobs) else reference
@@ -112,6 +140,8 @@ def kl_from_reference(model, token_ids: torch.Tensor, reference: torch.Tensor | 
             kl = (logp.exp() * (logp - logq)).sum(-1)
         total += float(kl.double().sum())
         count += kl.numel()
+        if not math.isfinite(total):  # stop at the first window that makes it so
+            raise non_finite_error("kl_from_dense", total, next(model.parameters()).dtype)
     return max(total / max(count, 1), 0.0)
 
 
