@@ -130,7 +130,8 @@ def config_key(resolved: dict[str, Any], dtype: str | None = None) -> str:
     resolved dtype is part of it, so a bf16 result on a GPU never stands in for an fp32 one on a CPU.
     The default ``selection`` (random) is left out, so jobs keep the keys they had before that group;
     so is ``eval.layer_diagnostics: false`` (a job without diagnostics has the key it had before the
-    switch existed; the diagnostics only add a record, they never change a metric).
+    switch existed; the diagnostics only add a record, they never change a metric), and
+    ``dataset.format: text`` / ``dataset.chat_template: null`` (the defaults: keys as before those fields).
     """
     payload = {k: v for k, v in resolved.items() if k not in _NOT_IN_KEY}
     if payload.get("selection") == DEFAULT_SELECTION:
@@ -138,6 +139,9 @@ def config_key(resolved: dict[str, Any], dtype: str | None = None) -> str:
     evaluation = payload.get("eval")
     if isinstance(evaluation, dict) and evaluation.get("layer_diagnostics") is False:
         payload["eval"] = {k: v for k, v in evaluation.items() if k != "layer_diagnostics"}
+    dataset = payload.get("dataset")
+    if isinstance(dataset, dict):  # plain text and no template override: keys as before dataset.format existed
+        payload["dataset"] = {k: v for k, v in dataset.items() if (k, v) not in (("format", "text"), ("chat_template", None))}
     if dtype is not None:
         payload["_resolved_dtype"] = dtype
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
