@@ -336,4 +336,4 @@ def test_hub_config_composes_and_validates(name):
         assert ds.get(field), field
     assert "/" in ds.path  # a namespaced repo id
     assert ds.streaming is (name != "wikitext")
-    assert ds.max_documents == (None if name == "wikitext" else 20000)
+    assert ds.max_documents == (None if name == "wikitext" else 2000 if name.startswith("ultrachat") else 20000)

@@ -119,3 +119,88 @@ def test_self_generated_rows_never_hold_an_end_token(tiny_model_dir):
     assert body.shape == (4, 15)
     assert not (body == 1).any() and not (body == river).any()
     assert calib.manifest()["generation"]["end_token_ids"] == sorted({1, river})
+
+
+# ------------------------------------------------------------------ special-token text inside documents
+def _special_text_source(tmp_path, text: str, n_other: int = 0) -> OmegaConf:
+    """One long document holding special-token strings (plus ``n_other`` plain ones) as a JSONL source."""
+    rng = random.Random(0)
+    path = write_jsonl(tmp_path / "special.jsonl", [text] + [make_text(rng, 200) for _ in range(n_other)])
+    return OmegaConf.create({"name": "special", "loader": "jsonl", "path": str(path), "text_field": "text",
+                             "heldout_fraction": 0.0})
+
+
+def test_special_token_strings_in_text_are_tokenized_as_text(tmp_path):
+    """Tiny tokenizer: <|endoftext|> = 1 (the separator), <|im_start|> = 2, <|im_end|> = 3."""
+    from test_chat_format import tiny_chat_tokenizer
+
+    from calib_sweep.data import heldout_token_ids
+
+    tokenizer = tiny_chat_tokenizer()
+    source = _special_text_source(tmp_path, "the river <|endoftext|> a city <|im_start|> of war <|im_end|> " * 40, n_other=3)
+    calib = build_calibration_set(source, tokenizer, 8, 32, 0)
+    rows = calib.input_ids
+    assert not ((rows == 2) | (rows == 3)).any()
+    # Only the separators after the 4 documents may be 1 (the document holds the string 40 times).
+    assert int((rows == 1).sum()) <= 4
+    literal = tokenizer.convert_tokens_to_ids("endoftext")
+    assert int((rows == literal).sum()) > 0  # the string is there, as the pieces <| endoftext |>
+    from calib_sweep.data import load_documents
+    from calib_sweep.data.sampling import token_stream
+
+    stream, _, _ = token_stream(load_documents(source), tokenizer)
+    assert int((stream == literal).sum()) == 40 and int((stream == 1).sum()) == 4  # 4 separators, 40 literal strings
+    held = heldout_token_ids(OmegaConf.merge(source, {"heldout_fraction": 0.5}), tokenizer)
+    assert not ((held == 2) | (held == 3)).any() and int((held == 1).sum()) <= 4
+
+
+def test_inspect_counts_documents_with_special_token_strings(tiny_model_dir, tmp_path):
+    import io
+
+    from calib_sweep.data import cli
+    from helpers import tiny_overrides
+
+    rng = random.Random(0)
+    docs = [make_text(rng, 300) for _ in range(20)]
+    for i in (3, 7):
+        docs[i] += " [EOS] the end"
+    corpus = write_jsonl(tmp_path / "c.jsonl", docs)
+    out = io.StringIO()
+    cli.cmd_inspect(None, tiny_overrides(tiny_model_dir, corpus) + ["dataset.heldout_fraction=0.0"], show=0, out=out,
+                    use_model=False)
+    assert ("special-token strings: 2 of 20 documents of local_jsonl contain them ([EOS] in 2; e.g. doc3, doc7); "
+            "tokenized as text") in out.getvalue()
+    clean = write_jsonl(tmp_path / "clean.jsonl", [make_text(rng, 300) for _ in range(20)])
+    out = io.StringIO()
+    cli.cmd_inspect(None, tiny_overrides(tiny_model_dir, clean), show=0, out=out, use_model=False)
+    assert "special-token strings: 0 of 20 documents of local_jsonl contain them; tokenized as text" in out.getvalue()
+
+
+@pytest.mark.e2e
+def test_smollm2_rows_hold_no_control_token_from_document_text(tmp_path):
+    """The reported case: <|endoftext|> in SmolLM2 text became id 0 (the separator), <|im_start|> id 1."""
+    model_cfg = OmegaConf.load(CONF / "smollm2_135m.yaml")
+    tokenizer = models.load_tokenizer(model_cfg)
+    separator = models.document_separator(model_cfg, tokenizer)
+    assert separator == 0
+    source = _special_text_source(tmp_path, "Some text <|endoftext|> more text <|im_start|>user and <|im_end|> end. " * 60)
+    calib = build_calibration_set(source, tokenizer, 4, 64, 0, separator_token_id=separator)
+    rows = calib.input_ids
+    assert not (rows == 1).any() and not (rows == 2).any()
+    assert int((rows == 0).sum()) <= 1  # at most the one separator after the single document
+    assert "<|endoftext|>" in tokenizer.decode(rows[0])
+
+
+@pytest.mark.e2e
+def test_gemma_rows_hold_one_bos_at_the_start_only(tmp_path):
+    """Gemma: a literal <bos> in the text was a second BOS (id 2) mid-row."""
+    model_cfg = OmegaConf.load(CONF / "gemma3_270m.yaml")
+    tokenizer = models.load_tokenizer(model_cfg)
+    bos = models.bos_token_id(model_cfg, tokenizer)
+    separator = models.document_separator(model_cfg, tokenizer)
+    assert (bos, separator) == (2, 1)
+    source = _special_text_source(tmp_path, "A page <bos> with <eos> markup <start_of_turn>user here. " * 60)
+    calib = build_calibration_set(source, tokenizer, 4, 64, 0, bos_token_id=bos, separator_token_id=separator)
+    rows = calib.input_ids
+    assert (rows[:, 0] == 2).all() and not (rows[:, 1:] == 2).any()
+    assert int((rows == 1).sum()) <= 1 and not (rows == 105).any()  # <start_of_turn> = 105 stays text too

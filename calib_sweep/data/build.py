@@ -20,6 +20,7 @@ Three kinds of dataset config (``conf/dataset/*.yaml``):
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from calib_sweep.data.sources import (
     Document,
     load_documents,
     register_loader,
+    source_format,
     split_documents,
     validate_source,
 )
@@ -138,7 +140,7 @@ def _mixture_documents(dataset_cfg: Any) -> list[Document]:
     """All documents of every component, ids prefixed ``<component>/`` (used for held-out text)."""
     docs = []
     for component, _ in _components(dataset_cfg):
-        docs += [Document(f"{component.name}/{d.doc_id}", d.text) for d in load_documents(component)]
+        docs += [replace(d, doc_id=f"{component.name}/{d.doc_id}") for d in load_documents(component)]
     return docs
 
 
@@ -314,12 +316,14 @@ def build_calibration_set(
         for (component, weight), count in zip(parts, counts):
             if count == 0:
                 continue
-            calib_docs, _ = split_documents(load_documents(component), float(component.heldout_fraction))
+            component_docs = load_documents(component)
+            calib_docs, _ = split_documents(component_docs, float(component.heldout_fraction))
             drawn.append((component, weight, draw_calibration_set(
                 calib_docs, tokenizer, count, seq_len, seed, source=str(component.name),
                 permutation_seed=int(component.get("permutation_seed", 0)), allow_fewer=allow_fewer,
                 bos_token_id=bos_token_id, separator_token_id=separator_token_id, selection=selection, model=model,
             )))
+            drawn[-1][2].extra.update(source_record(component, component_docs, tokenizer))
         sequences = [
             {**seq, "source": str(component.name)} for component, _, calib in drawn for seq in calib.sequences
         ]
@@ -334,9 +338,11 @@ def build_calibration_set(
         combined.extra = {
             "components": [
                 {"dataset": str(comp.name), "weight": weight, "n_samples": calib.n_samples,
-                 "slots_available": calib.slots_available, "token_sha256": calib.token_sha256}
+                 "slots_available": calib.slots_available, "token_sha256": calib.token_sha256,
+                 **{k: calib.extra[k] for k in _SOURCE_RECORD if k in calib.extra}}
                 for comp, weight, calib in drawn
-            ]
+            ],
+            "documents_skipped_empty": sum(calib.extra["documents_skipped_empty"] for _, _, calib in drawn),
         }
         if selected:  # one strategy for all components; the shares differ per component
             combined.extra["selection"] = {**{k: v for k, v in selected[0].items() if k not in ("pool", "info")},
@@ -346,12 +352,34 @@ def build_calibration_set(
                 combined.selection_scoring = {"seconds": round(sum(v["seconds"] for v in scored.values()), 3),
                                               "components": scored}
         return combined
-    calib_docs, _ = split_documents(docs or load_documents(dataset_cfg), float(dataset_cfg.heldout_fraction))
-    return draw_calibration_set(
+    docs = docs or load_documents(dataset_cfg)
+    calib_docs, _ = split_documents(docs, float(dataset_cfg.heldout_fraction))
+    calib = draw_calibration_set(
         calib_docs, tokenizer, n_samples, seq_len, seed, source=str(dataset_cfg.name),
         permutation_seed=int(dataset_cfg.get("permutation_seed", 0)), allow_fewer=allow_fewer,
         bos_token_id=bos_token_id, separator_token_id=separator_token_id, selection=selection, model=model,
     )
+    calib.extra.update(source_record(dataset_cfg, docs, tokenizer))
+    return calib
+
+
+#: Manifest keys of :func:`source_record`.
+_SOURCE_RECORD = ("format", "chat_template", "documents_skipped_empty")
+
+
+def source_record(source_cfg: Any, docs: list[Document], tokenizer) -> dict[str, Any]:
+    """The manifest fields of a document source's text: ``format`` (``text`` | ``chat``),
+    ``documents_skipped_empty`` (empty documents skipped while loading; :class:`~calib_sweep.data.sources.Documents`,
+    0 for a plain list) and, for chat, ``chat_template`` (``{"sha256", "source", "leading_bos_dropped"}``,
+    :func:`calib_sweep.data.chat.template_record`)."""
+    from calib_sweep.data import chat
+
+    record: dict[str, Any] = {"format": source_format(source_cfg),
+                              "documents_skipped_empty": int(getattr(docs, "skipped_empty", 0))}
+    template = chat.template_record(docs, tokenizer)
+    if template is not None:
+        record["chat_template"] = template
+    return record
 
 
 def heldout_token_ids(

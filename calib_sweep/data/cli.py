@@ -7,8 +7,10 @@ Commands::
                                         of samples.n_samples x samples.seq_len each can give
     inspect [--results FILE | OVERRIDES...] [--show N] [--no-model] [--activations] [--coverage]
                                         statistics and anomaly flags of each sample of a calibration set,
-                                        and the set's distinct n-gram ratio, mean dense perplexity and
-                                        activation coverage (the last two load the model; --no-model skips them)
+                                        how many of the source's documents hold special-token strings
+                                        (tokenized as text), and the set's distinct n-gram ratio, mean
+                                        dense perplexity and activation coverage (the last two load the
+                                        model; --no-model skips them)
     rebuild FILE [--export OUT.jsonl]   rebuild the calibration set recorded in a results.json from its
                                         manifest (document ids and token spans), check its SHA-256, and
                                         optionally write the sequences' text (to publish the data)
@@ -123,6 +125,8 @@ def cmd_inspect(results: str | None, overrides: list[str], show: int, out=sys.st
     model; the activation coverage only with ``coverage``, as it scores every window of the source) and, with
     ``activations``, per target layer the set's input-activation statistics on the dense
     model (:func:`calib_sweep.methods.diagnostics.activation_stats`); return the per-sample rows (with text).
+    One line per document source counts its documents that hold special-token strings
+    (:func:`calib_sweep.data.inspect.special_token_documents`; they are tokenized as text).
 
     Raises:
         ConfigError: ``activations`` or ``coverage`` together with ``use_model=False``, or
@@ -134,7 +138,11 @@ def cmd_inspect(results: str | None, overrides: list[str], show: int, out=sys.st
             raise ConfigError(f"{flag} needs the dense model, but --no-model was given. Fix: drop one of the two.")
     from calib_sweep import models
     from calib_sweep.data import build_calibration_set, needs_model
-    from calib_sweep.data.inspect import THRESHOLDS, format_set_stats, inspect_set, set_stats
+    from calib_sweep.data import build
+    from calib_sweep.data.inspect import (
+        THRESHOLDS, format_set_stats, format_special_tokens, inspect_set, set_stats, special_token_documents,
+    )
+    from calib_sweep.data.sources import load_documents
     from calib_sweep.data.selection import validate_selection
     from calib_sweep.data.selection.scoring import check_model_fit
 
@@ -147,6 +155,13 @@ def cmd_inspect(results: str | None, overrides: list[str], show: int, out=sys.st
                 else f"selection={cfg.selection.name} chooses windows by the scores of")
         raise ConfigError(f"--no-model was given, but {what} the dense model. Fix: drop --no-model.")
     tokenizer = _tokenizer(cfg)
+    # Document sources are read once, for the set and for the special-token count (mixtures: per component).
+    if cfg.dataset.get("loader") == "self_generated":
+        sources = {}
+    elif cfg.dataset.get("loader") == "mixture":
+        sources = {str(c.name): load_documents(c) for c in (build.dataset_config(str(e.dataset)) for e in cfg.dataset.components)}
+    else:
+        sources = {str(cfg.dataset.name): load_documents(cfg.dataset)}
     model = _load_model_if_needed(cfg, always=use_model)
     bos = models.bos_token_id(cfg.model, tokenizer)
     separator = models.document_separator(cfg.model, tokenizer)
@@ -154,6 +169,7 @@ def cmd_inspect(results: str | None, overrides: list[str], show: int, out=sys.st
         cfg.dataset, tokenizer, int(cfg.samples.n_samples), int(cfg.samples.seq_len), int(cfg.seed),
         allow_fewer=bool(cfg.samples.get("allow_fewer", False)), model=model,
         bos_token_id=bos, separator_token_id=separator, selection=cfg.get("selection"),
+        docs=sources.get(str(cfg.dataset.name)) if cfg.dataset.get("loader") != "mixture" else None,
     )
     expect = "code" if "code" in str(cfg.dataset.name) else "en"
     rows = inspect_set(calib, tokenizer, expect_language=expect)
@@ -171,6 +187,8 @@ def cmd_inspect(results: str | None, overrides: list[str], show: int, out=sys.st
         )
     flagged = [r for r in rows if r["flags"]]
     print(f"{len(flagged)} of {len(rows)} samples flagged", file=out)
+    for name, docs in sources.items():
+        print(format_special_tokens(special_token_documents(docs, tokenizer), name, calib.separator_token_id, bos), file=out)
     stats = set_stats(calib, model=model if use_model else None, dataset_cfg=cfg.dataset, tokenizer=tokenizer,
                       selection=cfg.get("selection"), separator_token_id=separator, coverage=coverage)
     print(format_set_stats(stats, calib), file=out)

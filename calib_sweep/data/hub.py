@@ -19,6 +19,10 @@ The configs in ``conf/dataset/`` (``c4``, ``cnn_dailymail``, ``redpajama``, ``re
   ``lines_to_articles`` (WikiText: rows are lines; lines are grouped into articles at the
   ``" = Title = "`` headings), ``streaming``, ``max_documents`` (the first N documents in stream
   order, so the draw is deterministic; ``null``: all).
+- ``format`` (``text``; ``chat``: the text field holds ``[{role, content}, ...]`` messages, rendered with
+  the tokenizer's chat template or ``chat_template`` when tokenized, see :mod:`calib_sweep.data.chat`),
+  ``doc_id_prefix`` (``null``: the config's ``name``; two configs with one prefix share document ids,
+  hence their held-out split).
 
 Documents are cached as JSON lines (:func:`calib_sweep.data.sources.cached_documents`) keyed by these
 fields (and, for local files, their sizes and modification times), so a sweep streams a source once.
@@ -35,7 +39,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from calib_sweep import paths
-from calib_sweep.data.sources import Document, cached_documents, register_loader
+from calib_sweep.data.sources import Document, cached_documents, make_document, register_loader, source_format
 from calib_sweep.errors import ConfigError
 
 _CONF_DIR = Path(__file__).resolve().parent.parent / "conf" / "dataset"
@@ -484,8 +488,12 @@ def wikitext_articles(lines: Iterable[str]) -> Iterator[tuple[str | None, str]]:
 
 
 def _documents(cfg: Any, loc: dict[str, Any]) -> Iterator[Document]:
+    """The source's documents in stream order, empty ones included (text ``""``; not counted
+    toward ``max_documents``; :func:`calib_sweep.data.sources.load_documents` skips and counts them)."""
     name = str(cfg.name)
+    prefix = str(_get(cfg, "doc_id_prefix") or name)
     field = str(cfg.text_field)
+    fmt = source_format(cfg)
     id_field = _get(cfg, "id_field")
     limit = _get(cfg, "max_documents")
     seen: set[str] = set()
@@ -510,17 +518,21 @@ def _documents(cfg: Any, loc: dict[str, Any]) -> Iterator[Document]:
     else:
         stream = texts()
     for index, own_id, text in stream:
-        if not isinstance(text, str) or not text.strip():
-            continue
-        doc_id = f"{name}:{own_id if own_id is not None else index}"
+        doc_id = f"{prefix}:{own_id if own_id is not None else index}"
         if doc_id in seen:
             doc_id = f"{doc_id}#{index}"
         seen.add(doc_id)
-        yield Document(doc_id=doc_id, text=text)
+        doc = make_document(doc_id, text, fmt, field, f"dataset {name!r} row {index}")
+        yield doc
+        if doc.is_empty:
+            continue
         count += 1
         if limit is not None and count >= int(limit):
             return
 
+
+#: Bump when what the document cache holds changes (2: empty rows kept, so they are counted).
+_DOCUMENTS_VERSION = 2
 
 _HUB_FIELDS = (
     "path", "hf_name", "split", "data_files", "revision", "builder", "text_field", "id_field",
@@ -538,9 +550,12 @@ def load_hub_documents(cfg: Any) -> list[Document]:
     (monology/pile-uncopyrighted), or any config with ``loader: hub``.
 
     Returns:
-        The first ``max_documents`` non-empty documents in stream order (all when null), ``doc_id``
-        ``"<name>:<id_field value>"`` or ``"<name>:<row index>"`` (article index for WikiText).
-        Cached as JSON lines after the first read.
+        The first ``max_documents`` non-empty documents in stream order (all when null) and the empty
+        rows met before them (skipped and counted by :func:`~calib_sweep.data.sources.load_documents`),
+        ``doc_id`` ``"<prefix>:<id_field value>"`` or ``"<prefix>:<row index>"`` (article index for
+        WikiText; ``prefix``: ``doc_id_prefix``, default the config's ``name``).  With
+        ``format: chat`` the text field holds ``[{role, content}, ...]`` messages
+        (:func:`~calib_sweep.data.sources.make_document`).  Cached as JSON lines after the first read.
 
     Raises:
         ConfigError: bad fields (see :func:`validate_hub_source`); a missing codec package
@@ -551,6 +566,10 @@ def load_hub_documents(cfg: Any) -> list[Document]:
     validate_hub_source(cfg)
     loc = _location(cfg)
     key_fields = {field: _plain(_get(cfg, field)) for field in _HUB_FIELDS}
+    key_fields["documents"] = _DOCUMENTS_VERSION
+    for field in ("format", "doc_id_prefix"):  # only when set: text sources keep their cache keys' other fields
+        if _get(cfg, field) not in (None, "text"):
+            key_fields[field] = _plain(_get(cfg, field))
     if loc["local"]:
         key_fields["local_files"] = _local_fingerprint(cfg, loc)
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True, default=str).encode()).hexdigest()

@@ -3,7 +3,8 @@
 Per sample: length in characters and tokens, share of non-alphabetic characters (whitespace
 excluded), share of repeated lines, share of distinct tokens, and a language guess from English
 function-word frequency.  A sample is flagged when a statistic falls outside the range of ordinary
-prose (thresholds in :data:`THRESHOLDS`).
+prose (thresholds in :data:`THRESHOLDS`).  Documents holding special-token strings (``<|endoftext|>``,
+``<bos>``: tokenized as text, never as control tokens) are counted by :func:`special_token_documents`.
 """
 
 from __future__ import annotations
@@ -70,6 +71,54 @@ def flags(stats: dict[str, Any], expect_language: str = "en") -> list[str]:
     if expect_language and stats["language"] != expect_language:
         found.append(f"language {stats['language']}")
     return found
+
+
+def special_token_strings(tokenizer) -> list[str]:
+    """The strings of the tokenizer's special tokens (``<|endoftext|>``, ``<|im_start|>``, ``<bos>``,
+    ...), longest first; ``[]`` for a tokenizer that has none."""
+    found = set(getattr(tokenizer, "all_special_tokens", None) or [])
+    for token in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values():
+        if getattr(token, "special", False):
+            found.add(str(token.content))
+    return sorted((s for s in found if s), key=lambda s: (-len(s), s))
+
+
+def special_token_documents(docs, tokenizer) -> dict[str, Any]:
+    """Documents whose text holds a special-token string of ``tokenizer``.
+
+    Such strings are tokenized as text (:func:`calib_sweep.data.chat.encode_text`), so they never
+    become control tokens; they are flagged because they are unusual in prose (leaked markup, a
+    scraped chat log).  A chat document is searched in its message contents only (the template's
+    markup is meant to be special).
+
+    Args:
+        docs: :class:`~calib_sweep.data.sources.Document` objects.
+        tokenizer: the model's tokenizer.
+
+    Returns:
+        ``{"documents": int, "total": int, "strings": {string: documents holding it}, "doc_ids":
+        [first 5 ids]}``.
+    """
+    strings = special_token_strings(tokenizer)
+    counts: Counter = Counter()
+    hits = []
+    if strings:
+        pattern = re.compile("|".join(re.escape(s) for s in strings))
+        for doc in docs:
+            texts = [str(m.get("content") or "") for m in doc.messages] if doc.messages is not None else [doc.text]
+            found = {match.group(0) for text in texts for match in pattern.finditer(text)}
+            if found:
+                hits.append(doc.doc_id)
+                counts.update(found)
+    return {"documents": len(hits), "total": len(docs), "strings": dict(counts.most_common()), "doc_ids": hits[:5]}
+
+
+def format_special_tokens(found: dict[str, Any], source: str, separator: int | None, bos: int | None) -> str:
+    """One line for :func:`special_token_documents` (``data inspect``)."""
+    shown = ", ".join(f"{s} in {n}" for s, n in list(found["strings"].items())[:5])
+    return (f"special-token strings: {found['documents']} of {found['total']} documents of {source} contain them"
+            + (f" ({shown}; e.g. {', '.join(found['doc_ids'][:3])})" if found["documents"] else "")
+            + f"; tokenized as text, so the only control ids in rows are the separator ({separator}) and BOS ({bos})")
 
 
 def inspect_set(calib, tokenizer, expect_language: str = "en") -> list[dict[str, Any]]:

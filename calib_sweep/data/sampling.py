@@ -3,7 +3,9 @@
 Policy (the same for every source):
 
 1. The calibration part of the source (see :mod:`calib_sweep.data.sources`) is tokenized document by
-   document without special tokens; each document is followed by the model's end-of-text token
+   document without special tokens, special-token strings in the text tokenized as text (a chat
+   document is rendered with its chat template first, :mod:`calib_sweep.data.chat`); each document
+   is followed by the model's end-of-text token
    (:func:`calib_sweep.models.document_separator`: ``<|endoftext|>`` for SmolLM2, ``<eos>`` for
    Gemma, the tokenizer's EOS token by default), recorded in the manifest as ``separator_token_id``.
 2. The documents, in source order, form one token stream that is cut into non-overlapping *slots*
@@ -202,14 +204,50 @@ def resolve_separator(tokenizer, separator_token_id: int | None = -1) -> int | N
 
 
 def tokenize_documents(docs: list[Document], tokenizer, separator_token_id: int | None = -1) -> list[list[int]]:
-    """Token ids of each document (no special tokens) followed by ``separator_token_id``.
+    """Token ids of each document (no special tokens added) followed by ``separator_token_id``.
+
+    Text is tokenized as text: special-token strings inside a document (``<|endoftext|>``,
+    ``<|im_start|>``, ``<bos>``) become ordinary pieces (``split_special_tokens=True``), so the
+    separator and the BOS in front of a row are the only control ids a row holds.  A chat document
+    (``Document.messages``) is rendered with its chat template; the template's markup keeps its
+    special tokens, the contents are tokenized as text (:mod:`calib_sweep.data.chat`).
 
     ``separator_token_id``: the model's end-of-text token (:func:`calib_sweep.models.document_separator`);
     ``-1`` (default) means the tokenizer's EOS token, ``None`` means no separator.
+
+    Raises:
+        ConfigError: chat documents and a tokenizer without a chat template (and no
+            ``dataset.chat_template``), or a template that fails on a conversation.
     """
+    from calib_sweep.data import chat
+
     sep = resolve_separator(tokenizer, separator_token_id)
-    encoded = tokenizer([d.text for d in docs], add_special_tokens=False)["input_ids"]
+    encoded: list[list[int] | None] = [None] * len(docs)
+    plain = [i for i, d in enumerate(docs) if d.messages is None]
+    for index, ids in zip(plain, chat.encode_text(tokenizer, [docs[i].text for i in plain])):
+        encoded[index] = ids
+    by_template: dict[str | None, list[int]] = {}
+    for index, doc in enumerate(docs):
+        if doc.messages is not None:
+            by_template.setdefault(doc.chat_template, []).append(index)
+    for override, indices in by_template.items():
+        template, _ = chat.resolve_template(tokenizer, override)
+        for index, ids in zip(indices, chat.encode_conversations([docs[i].messages for i in indices], tokenizer, template)):
+            encoded[index] = ids
     return [list(ids) + ([int(sep)] if sep is not None else []) for ids in encoded]
+
+
+def _tokenization_ident(docs: list[Document], tokenizer) -> dict[str, Any]:
+    """What besides documents, tokenizer and separator shapes a token stream (part of its cache key):
+    special-token strings split as text, and the chat templates (SHA-256) of chat documents."""
+    from calib_sweep.data import chat
+
+    ident: dict[str, Any] = {"special_token_text": "split"}
+    overrides = {doc.chat_template for doc in docs if doc.messages is not None}
+    if overrides:
+        ident["chat"] = {"version": chat.CHAT_ENCODING_VERSION, "templates": sorted(
+            chat.template_sha256(chat.resolve_template(tokenizer, o)[0]) for o in overrides)}
+    return ident
 
 
 def token_stream(
@@ -217,8 +255,9 @@ def token_stream(
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Documents tokenized and joined into one stream (each followed by the separator), cached.
 
-    The stream depends only on the documents, the tokenizer and the separator, never on the
-    calibration set drawn from it, so it is computed once per (content, tokenizer, separator) and
+    The stream depends only on the documents, the tokenizer and the separator (and a chat
+    document's template), never on the calibration set drawn from it, so it is computed once per
+    (content, tokenizer, separator, template) and
     read memory-mapped afterwards (:func:`calib_sweep.cache.cached_arrays`).  Tokenizers that are
     not Hugging Face fast tokenizers are not cached.
 
@@ -242,7 +281,7 @@ def token_stream(
         arrays = compute()
         return arrays["stream"], arrays["starts"], {"reused": False, "key": None}
     ident = {"documents": cache.documents_fingerprint(docs), "n_documents": len(docs), "tokenizer": fingerprint,
-             "separator_token_id": separator}
+             "separator_token_id": separator, **_tokenization_ident(docs, tokenizer)}
     arrays, info = cache.cached_arrays("token_streams", ident, compute)
     return arrays["stream"], arrays["starts"], info
 

@@ -17,7 +17,7 @@ import json
 import os
 import re
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable
 
 from calib_sweep import assets, paths
@@ -30,18 +30,123 @@ class Document:
 
     Attributes:
         doc_id: stable id within the source (e.g. the Wikipedia page id ``"wiki:12"``).
-        text: plain text, markup removed.
+        text: plain text, markup removed; for a chat document, its ``messages`` as canonical JSON
+            (so content hashes cover roles and contents; never tokenized as such).
+        messages: ``dataset.format=chat`` only: the conversation, a tuple of ``{"role": str,
+            "content": str, ...}`` dicts, rendered with the tokenizer's chat template when tokenized
+            (:mod:`calib_sweep.data.chat`); ``None`` for plain text.
+        chat_template: ``dataset.chat_template`` (a Jinja template that replaces the tokenizer's own),
+            attached by :func:`load_documents`; ``None``: the tokenizer's template.
     """
 
     doc_id: str
     text: str
+    messages: tuple[dict[str, Any], ...] | None = field(default=None, hash=False)
+    chat_template: str | None = field(default=None, hash=False, repr=False)
+
+    def __post_init__(self):
+        if self.messages is not None and not isinstance(self.messages, tuple):
+            object.__setattr__(self, "messages", tuple(dict(m) for m in self.messages))
+
+    @property
+    def is_empty(self) -> bool:
+        """No visible character: a blank (or null) text, or a conversation whose contents are all blank."""
+        if self.messages is not None:
+            return not any(str(m.get("content") or "").strip() for m in self.messages)
+        return not self.text.strip()
+
+
+class Documents(list):
+    """The documents of a source (a ``list`` of :class:`Document`) with what loading dropped.
+
+    Attributes:
+        skipped_empty: documents skipped because they were empty (blank or null text, or a
+            conversation with blank contents); recorded in the calibration manifest as
+            ``documents_skipped_empty``.
+    """
+
+    skipped_empty: int = 0
+
+
+#: ``dataset.format`` values: plain text, or chat messages rendered with a chat template.
+FORMATS = ("text", "chat")
+
+#: Loaders that read a record field and so accept ``dataset.format=chat``.
+CHAT_LOADERS = ("jsonl", "hf_disk", "hub")
+
+
+def source_format(source_cfg: Any) -> str:
+    """``dataset.format`` (``"text"`` when absent)."""
+    value = source_cfg.get("format")
+    return "text" if value is None else str(value)
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def make_document(doc_id: str, value: Any, fmt: str, field_name: str, where: str) -> Document:
+    """The :class:`Document` of one record's text field.
+
+    Args:
+        doc_id: the document's id.
+        value: the field's value: a string (``format=text``), or a list of ``{"role", "content"}``
+            messages (``format=chat``); ``None`` is an empty document (skipped by :func:`load_documents`).
+        fmt: ``"text"`` or ``"chat"`` (``dataset.format``).
+        field_name: the field's name (``dataset.text_field``), for messages.
+        where: the record's place (``file.jsonl:12``, ``dataset 'c4' row 7``), for messages.
+
+    Raises:
+        ConfigError: one line naming the field, its type and the option: a non-string value without
+            ``dataset.format=chat``, or with ``format=chat`` a value that is not a list of messages with
+            string ``role`` and ``content``.
+    """
+    if value is None:
+        return Document(doc_id=doc_id, text="", messages=() if fmt == "chat" else None)
+    if fmt != "chat":
+        if isinstance(value, str):
+            return Document(doc_id=doc_id, text=value)
+        shown = json.dumps(value, ensure_ascii=False, default=str)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        hint = ("dataset.format=chat (chat messages rendered with the tokenizer's chat template)"
+                if isinstance(value, (list, tuple)) else
+                "dataset.text_field=<a string field> (dataset.format=chat reads a list of chat messages)")
+        raise ConfigError(
+            f"{where}: dataset.text_field={field_name!r} holds a {_type_name(value)}, not a string ({shown}). Fix: {hint}."
+        )
+    if isinstance(value, str):
+        raise ConfigError(
+            f"{where}: dataset.text_field={field_name!r} holds a string, but dataset.format=chat reads a list of "
+            '{"role": ..., "content": ...} messages. Fix: dataset.format=text, or point dataset.text_field at the messages.'
+        )
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(
+            f"{where}: dataset.text_field={field_name!r} holds a {_type_name(value)}, not a list of messages "
+            '(dataset.format=chat). Fix: point dataset.text_field at a list of {"role": ..., "content": ...}.'
+        )
+    messages = []
+    for turn, message in enumerate(value):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str) or not isinstance(message.get("content"), str):
+            got = _type_name(message) if not isinstance(message, dict) else (
+                f"role {_type_name(message.get('role'))}, content {_type_name(message.get('content'))}")
+            raise ConfigError(
+                f"{where}: message {turn} of dataset.text_field={field_name!r} is not a {{\"role\": str, \"content\": str}} "
+                f"dict ({got}). Fix: clean the data, or use dataset.format=text with a string field."
+            )
+        messages.append({k: v for k, v in message.items() if v is not None})
+    text = json.dumps(messages, ensure_ascii=False, sort_keys=True)
+    return Document(doc_id=doc_id, text=text, messages=tuple(messages))
 
 
 _CLEANING_VERSION = "1"
 
 
 def cached_documents(name: str, key: str, build: Callable[[], Iterable[Document]]) -> list[Document]:
-    """Read cleaned documents from the cache, or build and write them (atomically)."""
+    """Read cleaned documents from the cache, or build and write them (atomically).
+
+    Empty documents are stored too (text ``""``), so :func:`load_documents` can count them; a chat
+    document's ``messages`` are stored with it.
+    """
     path = assets.cache_dir() / "text" / f"{name}-{key[:16]}-v{_CLEANING_VERSION}.jsonl"
     if path.is_file():
         with open(path, encoding="utf-8") as handle:
@@ -51,7 +156,10 @@ def cached_documents(name: str, key: str, build: Callable[[], Iterable[Document]
     tmp = path.with_name(path.name + f".part{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as handle:
         for doc in docs:
-            handle.write(json.dumps({"doc_id": doc.doc_id, "text": doc.text}, ensure_ascii=False) + "\n")
+            row = {"doc_id": doc.doc_id, "text": doc.text}
+            if doc.messages is not None:  # a chat document keeps its turns
+                row["messages"] = list(doc.messages)
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
     return docs
 
@@ -130,7 +238,8 @@ def _validate_file_source(source_cfg: Any) -> None:
 
 
 def _local_jsonl(source_cfg: Any) -> list[Document]:
-    """Documents from a JSON-lines file (local, or a URL read through fsspec) with fields ``id`` (optional) and ``text_field``."""
+    """Documents from a JSON-lines file (local, or a URL read through fsspec) with fields ``id`` (optional) and
+    ``text_field`` (a string; with ``dataset.format=chat`` a list of messages, :func:`make_document`)."""
     value = _source_path(source_cfg)
     if paths.is_remote(value):
         paths.check_remote(value, "dataset.path")
@@ -140,7 +249,8 @@ def _local_jsonl(source_cfg: Any) -> list[Document]:
         if not local.is_file():
             raise ConfigError(f"dataset.path={value!r} does not exist. Fix: point dataset.path at a .jsonl file.")
         shown = str(local)
-    field = source_cfg.get("text_field", "text")
+    field_name = source_cfg.get("text_field", "text")
+    fmt = source_format(source_cfg)
     docs = []
     with paths.open_file(value, "dataset.path", "rt", encoding="utf-8") as handle:
         try:
@@ -161,19 +271,20 @@ def _local_jsonl(source_cfg: Any) -> list[Document]:
             ) from None
         if not isinstance(row, dict):
             raise ConfigError(f"{shown}:{index + 1} is not a JSON object. Fix: one {{\"id\": ..., \"text\": ...}} per line.")
-        if field not in row:
+        if field_name not in row:
             raise ConfigError(
-                f"{shown}:{index + 1} has no field {field!r} (fields: {sorted(row)}). Fix: set dataset.text_field."
+                f"{shown}:{index + 1} has no field {field_name!r} (fields: {sorted(row)}). Fix: set dataset.text_field."
             )
-        docs.append(Document(doc_id=str(row.get("id", index)), text=str(row[field])))
+        docs.append(make_document(str(row.get("id", index)), row[field_name], fmt, field_name, f"{shown}:{index + 1}"))
     return docs
 
 
 def _hf_disk(source_cfg: Any) -> list[Document]:
     """Documents from a pre-built ``datasets`` dataset saved with ``save_to_disk`` (one row = one document).
 
-    Fields: ``path`` (the saved folder, local or a URL ``datasets`` reads through fsspec), ``text_field``,
-    optional ``split`` (for a DatasetDict) and ``id_field`` (default: the row index).
+    Fields: ``path`` (the saved folder, local or a URL ``datasets`` reads through fsspec), ``text_field``
+    (strings; with ``format: chat`` lists of messages, :func:`make_document`), optional ``split`` (for a
+    DatasetDict) and ``id_field`` (default: the row index).
     """
     import datasets
 
@@ -195,12 +306,14 @@ def _hf_disk(source_cfg: Any) -> list[Document]:
         if split not in data:
             raise ConfigError(f"dataset.split={split!r} is not in {sorted(data)}. Fix: set dataset.split.")
         data = data[split]
-    field = source_cfg.get("text_field", "text")
-    if field not in data.column_names:
-        raise ConfigError(f"dataset.text_field={field!r} is not a column of {path} ({data.column_names}). Fix: set it.")
+    field_name = source_cfg.get("text_field", "text")
+    if field_name not in data.column_names:
+        raise ConfigError(f"dataset.text_field={field_name!r} is not a column of {path} ({data.column_names}). Fix: set it.")
     id_field = source_cfg.get("id_field")
     ids = data[id_field] if id_field else range(len(data))
-    return [Document(doc_id=str(i), text=str(t)) for i, t in zip(ids, data[field]) if t]
+    fmt = source_format(source_cfg)
+    return [make_document(str(i), t, fmt, field_name, f"{path} row {row}")
+            for row, (i, t) in enumerate(zip(ids, data[field_name]))]
 
 
 #: Loaders by ``dataset.loader``.  Each takes the dataset config and returns all documents in a
@@ -241,8 +354,8 @@ def validate_source(source_cfg: Any) -> None:
     """Check a dataset config without reading any data.
 
     Raises:
-        ConfigError: unknown loader, ``heldout_fraction`` outside [0, 1), or whatever the loader's
-            registered validator refuses.
+        ConfigError: unknown loader, ``heldout_fraction`` outside [0, 1), a bad ``format`` /
+            ``chat_template`` (:func:`validate_format`), or whatever the loader's registered validator refuses.
     """
     if source_cfg.get("loader") not in LOADERS:
         raise ConfigError(
@@ -251,21 +364,60 @@ def validate_source(source_cfg: Any) -> None:
     fraction = float(source_cfg.get("heldout_fraction", 0.0))
     if not 0.0 <= fraction < 1.0:
         raise ConfigError(f"dataset.heldout_fraction={fraction} must lie in [0, 1). Fix: e.g. 0.1.")
+    validate_format(source_cfg)
     if source_cfg.loader in VALIDATORS:
         VALIDATORS[source_cfg.loader](source_cfg)
 
 
-def load_documents(source_cfg: Any) -> list[Document]:
-    """All documents of a source, in a stable order.
+def validate_format(source_cfg: Any) -> None:
+    """Check ``dataset.format`` (``text`` | ``chat``) and ``dataset.chat_template`` without reading data.
 
     Raises:
-        ConfigError: see :func:`validate_source`; or the source holds no document.
+        ConfigError: an unknown format; ``chat`` for a loader that reads no record field (the
+            offline corpora are plain text); a ``chat_template`` that is not a non-empty string, or
+            one given with ``format=text`` (it would be ignored).
+    """
+    fmt = source_format(source_cfg)
+    if fmt not in FORMATS:
+        raise ConfigError(f"dataset.format={fmt!r} is unknown. Fix: dataset.format=text or dataset.format=chat.")
+    if fmt == "chat" and source_cfg.get("loader") not in CHAT_LOADERS:
+        raise ConfigError(
+            f"dataset.format=chat reads chat messages from a record field, but dataset {source_cfg.get('name')!r} "
+            f"(loader {source_cfg.get('loader')}) is plain text. Fix: dataset.format=text, or a source with a "
+            f"messages field (loader {' | '.join(CHAT_LOADERS)})."
+        )
+    if fmt == "chat" and source_cfg.get("lines_to_articles"):
+        raise ConfigError("dataset.lines_to_articles=true joins text lines, not chat messages. Fix: dataset.lines_to_articles=false.")
+    template = source_cfg.get("chat_template")
+    if template is not None and (not isinstance(template, str) or not template.strip()):
+        raise ConfigError(
+            f"dataset.chat_template={template!r} must be a Jinja chat template string or null (the tokenizer's). "
+            "Fix: e.g. dataset.chat_template=null."
+        )
+    if template is not None and fmt != "chat":
+        raise ConfigError("dataset.chat_template is set but dataset.format=text ignores it. Fix: dataset.format=chat, or drop it.")
+
+
+def load_documents(source_cfg: Any) -> Documents:
+    """All non-empty documents of a source, in a stable order.
+
+    Empty documents (blank or null text, a conversation with blank contents) are skipped and
+    counted (:attr:`Documents.skipped_empty`).  With ``dataset.format=chat`` and
+    ``dataset.chat_template`` set, every document carries that template.
+
+    Raises:
+        ConfigError: see :func:`validate_source`; or the source holds no (non-empty) document.
         calib_sweep.assets.AssetError: an offline asset cannot be fetched.
     """
     validate_source(source_cfg)
-    docs = LOADERS[source_cfg.loader](source_cfg)
+    loaded = LOADERS[source_cfg.loader](source_cfg)
+    template = source_cfg.get("chat_template") if source_format(source_cfg) == "chat" else None
+    docs = Documents(doc if template is None else replace(doc, chat_template=str(template))
+                     for doc in loaded if not doc.is_empty)
+    docs.skipped_empty = len(loaded) - len(docs)
     if not docs:
-        raise ConfigError(f"dataset {source_cfg.name!r} holds no document. Fix: check its path and text field.")
+        empty = f" ({docs.skipped_empty} empty ones skipped)" if docs.skipped_empty else ""
+        raise ConfigError(f"dataset {source_cfg.name!r} holds no document{empty}. Fix: check its path and text field.")
     return docs
 
 
