@@ -5,15 +5,17 @@ same hardware gives the same numbers.  Every cheap check runs before any weights
 (:func:`validate`), so bad input fails in seconds with one clear line.
 
 ``results.json`` keys: ``status`` ("ok" or "failed"), ``config_key`` (hash of the config, see
-:func:`calib_sweep.tracking.config_key`), ``config`` (resolved), ``metrics``
-(``perplexity/<text>``), ``evaluation`` (perplexity protocols), ``compression`` (verification
-figures), ``calibration`` (the manifest), ``timings`` (seconds per stage), ``memory`` (peak bytes),
-``versions``, ``wandb``, and for failures ``error``, ``error_type``, ``stage``.
+:func:`calib_sweep.tracking.config_key`), ``config`` (resolved), ``inputs`` (fingerprints of the local
+files it reads, :mod:`calib_sweep.inputs`), ``metrics`` (``perplexity/<text>``), ``evaluation``
+(perplexity protocols), ``compression`` (verification figures), ``calibration`` (the manifest),
+``timings`` (seconds per stage), ``memory`` (peak bytes), ``versions``, ``wandb``, and for failures
+``error``, ``error_type``, ``stage``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import resource
 import sys
@@ -25,7 +27,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from calib_sweep import cluster, methods, models, runtime
+from calib_sweep import cluster, inputs, methods, models, runtime
 from calib_sweep.claims import claim_job_folder
 from calib_sweep.methods import diagnostics
 from calib_sweep.data import (
@@ -142,6 +144,14 @@ def _resolved_dtype(cfg: DictConfig) -> str | None:
         return None
 
 
+def _recorded_inputs(results: Path) -> dict[str, Any] | None:
+    """``inputs`` of a finished job's ``results.json`` (``None``: recorded before inputs were, or unreadable)."""
+    try:
+        return json.loads(results.read_text()).get("inputs")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _tags(cfg: DictConfig) -> list[str]:
     """W&B tags of a job: method, model, calibration source, seed."""
     return [f"method:{cfg.method.name}", f"model:{cfg.model.name}", f"source:{cfg.dataset.name}", f"seed:{cfg.seed}"]
@@ -161,7 +171,9 @@ def run_job(
         cfg: the composed job config.
         output_dir: the job's folder.
         resume: skip the job when ``cfg.resume.index_dir`` records a finished job with the same
-            config key (unless ``cfg.resume.force``); a ``skipped.json`` then points at it.  If that
+            config key (unless ``cfg.resume.force``) and the same local inputs
+            (:func:`calib_sweep.inputs.changed`: a changed file reruns the job, with one log line
+            saying which); a ``skipped.json`` then points at it.  If that
             earlier job has no W&B run and a logger is on now, one is made from its results
             (:func:`calib_sweep.tracking.replay_run`).
         group: W&B group (the sweep), used unless ``logger.group`` is set.
@@ -183,8 +195,13 @@ def run_job(
     (output_dir / "traceback.txt").unlink(missing_ok=True)  # from an earlier failed run of this job
     resume_cfg = cfg.get("resume") or {}
     index_dir = Path(str(resume_cfg.get("index_dir", "multirun/.index")))
+    read = inputs.job_inputs(resolved)  # what the key cannot see: the content of local files
     if resume and resume_cfg.get("enabled", True) and not resume_cfg.get("force", False):
         previous = find_finished(key, index_dir)
+        reason = inputs.changed(_recorded_inputs(previous), read) if previous is not None else None
+        if reason is not None:
+            log.info("rerunning: %s [finished job: %s]", reason, previous)
+            previous = None
         if previous is not None:
             log.info("skipping: a finished job with this config exists at %s (resume.force=true reruns it)", previous)
             skipped: dict[str, Any] = {"status": "skipped", "config_key": key, "results": str(previous)}
@@ -195,7 +212,8 @@ def run_job(
                 register_finished(key, previous, index_dir, replayed={"mode": replayed["mode"], "id": replayed["id"]})
             write_json(output_dir / "skipped.json", skipped)
             return skipped
-    record: dict[str, Any] = {"status": "running", "config_key": key, "config": resolved, "versions": versions()}
+    record: dict[str, Any] = {"status": "running", "config_key": key, "config": resolved, "inputs": read,
+                              "versions": versions()}
     record.update(models.weights_record(cfg.model))  # "weights": pretrained | random (model.init=random: timing only)
     record.update(cluster.scheduler_record())  # "slurm": job id (= its .submitit/ log folder), partition, node...
     run: WandbRun | None = None
