@@ -209,7 +209,8 @@ def run_job(
                                   tags=_tags(cfg), run_id=key[:32], done_before=index_entry(key, index_dir).get("replayed"))
             if replayed is not None:
                 skipped["wandb"] = replayed
-                register_finished(key, previous, index_dir, replayed={"mode": replayed["mode"], "id": replayed["id"]})
+                if replayed.get("id"):  # made once; a failed init is tried again on the next resume
+                    register_finished(key, previous, index_dir, replayed={"mode": replayed["mode"], "id": replayed["id"]})
             write_json(output_dir / "skipped.json", skipped)
             return skipped
     record: dict[str, Any] = {"status": "running", "config_key": key, "config": resolved, "inputs": read,

@@ -13,6 +13,11 @@ launcher or scheduler says:
   out of memory);
 * **not started** - a job of the sweep that has no folder.
 
+Separately, ``tracking_failed`` counts the jobs (of any state) whose W&B run could not be started
+(``wandb.error`` in ``results.json`` or ``skipped.json``: ``wandb.init`` raised, e.g. a refused tag or
+an unreachable server); their results are complete, so it does not change the exit status, but the
+summary block names each one.
+
 Exit status of ``python -m calib_sweep -m ...``: 0 when every job is ok or skipped, 1 otherwise, 2
 for a config error (before any job starts, or every job's config refused at validate).
 """
@@ -62,7 +67,17 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 
 def job_state(folder: Path) -> dict[str, Any]:
-    """The state of one job folder: ``{"state", "folder", "error"?, "error_type"?, "stage"?}``."""
+    """The state of one job folder: ``{"state", "folder", "error"?, "error_type"?, "stage"?,
+    "tracking_error"?}`` (``tracking_error``: why its W&B run was not started, see the module docstring)."""
+    entry = _state(folder)
+    for name in ("results.json", "skipped.json"):
+        error = ((_read(folder / name) or {}).get("wandb") or {}).get("error")
+        if error and entry["state"] in (("ok", "failed") if name == "results.json" else ("skipped",)):
+            entry["tracking_error"] = str(error)
+    return entry
+
+
+def _state(folder: Path) -> dict[str, Any]:
     entry: dict[str, Any] = {"folder": str(folder)}
     results = _read(folder / "results.json")
     if results is not None and results.get("status") == "ok":
@@ -88,7 +103,8 @@ def summarize(sweep_dir: str | Path, expected: list[list[str]] | None = None) ->
             as not started.  ``None``: only the folders found are counted.
 
     Returns:
-        ``{"sweep": str, "counts": {state: n}, "jobs": [per job: num, state, folder, error ...]}``.
+        ``{"sweep": str, "counts": {state: n}, "tracking_failed": n, "jobs": [per job: num, state,
+        folder, error ...]}`` (``tracking_failed``: jobs whose W&B run could not be started).
     """
     sweep_dir = Path(sweep_dir)
     found: dict[int, dict[str, Any]] = {}
@@ -108,14 +124,18 @@ def summarize(sweep_dir: str | Path, expected: list[list[str]] | None = None) ->
             jobs.append({"num": num, "state": "not_started", "overrides": expected[num] if num < len(expected) else None})
     jobs += extra
     counts = {state: sum(j["state"] == state for j in jobs) for state in STATES}
-    return {"sweep": str(sweep_dir), "counts": counts, "jobs": jobs}
+    tracking_failed = sum("tracking_error" in j for j in jobs)
+    return {"sweep": str(sweep_dir), "counts": counts, "tracking_failed": tracking_failed, "jobs": jobs}
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    """The summary block: one line of counts, then one line per failed or not-started job."""
+    """The summary block: one line of counts, then one line per failed or not-started job and per job
+    whose W&B run was not started."""
     c = summary["counts"]
+    tracking = summary.get("tracking_failed", 0)
     lines = [f"calib_sweep: sweep {summary['sweep']}: {len(summary['jobs'])} jobs: {c['ok']} ok, {c['failed']} failed, "
-             f"{c['skipped']} skipped (already done), {c['not_started']} not started"]
+             f"{c['skipped']} skipped (already done), {c['not_started']} not started"
+             + (f"; W&B run not started for {tracking}" if tracking else "")]
     for job in summary["jobs"]:
         if job["state"] == "failed":
             how = "killed" if job.get("killed") else "failed"
@@ -123,6 +143,9 @@ def format_summary(summary: dict[str, Any]) -> str:
             lines.append(f"  {how}{stage}: {job['folder']}: {job.get('error')}")
         elif job["state"] == "not_started":
             lines.append(f"  not started: job {job['num']} ({' '.join(job.get('overrides') or [])})")
+    for job in summary["jobs"]:
+        if "tracking_error" in job:
+            lines.append(f"  W&B run not started: {job['folder']}: {job['tracking_error']}")
     return "\n".join(lines)
 
 
@@ -164,7 +187,7 @@ def exit_status(summary: dict[str, Any]) -> int:
 def _log_to_wandb(config: DictConfig, summary: dict[str, Any]) -> None:
     """One small W&B run (job type ``sweep-summary``, the sweep's group) holding the counts and a
     table of the jobs, when the logger is on.  Failures are logged, never raised."""
-    from calib_sweep.tracking import resolve_mode
+    from calib_sweep.tracking import NAME_LIMIT, fit, resolve_mode
 
     logger_cfg = config.get("logger")
     if logger_cfg is None or not logger_cfg.get("enabled", True) or resolve_mode(logger_cfg) == "disabled":
@@ -173,11 +196,12 @@ def _log_to_wandb(config: DictConfig, summary: dict[str, Any]) -> None:
         import wandb
 
         run = wandb.init(project=logger_cfg.get("project"), entity=logger_cfg.get("entity"),
-                         group=logger_cfg.get("group") or summary["sweep"], job_type="sweep-summary",
-                         name=f"summary {Path(summary['sweep']).name}", dir=summary["sweep"],
+                         group=fit(logger_cfg.get("group") or summary["sweep"], NAME_LIMIT), job_type="sweep-summary",
+                         name=fit(f"summary {Path(summary['sweep']).name}", NAME_LIMIT), dir=summary["sweep"],
                          mode=resolve_mode(logger_cfg), reinit="finish_previous",
                          settings=wandb.Settings(silent=True))
         run.summary.update({f"jobs/{k}": v for k, v in summary["counts"].items()})
+        run.summary["jobs/tracking_failed"] = summary.get("tracking_failed", 0)
         table = wandb.Table(columns=["num", "state", "folder", "error"],
                             data=[[j.get("num"), j["state"], j.get("folder"), j.get("error")] for j in summary["jobs"]])
         run.log({"jobs": table})

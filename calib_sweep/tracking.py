@@ -4,7 +4,10 @@ W&B mode (``logger.mode``): ``auto`` (default) is ``online`` only when an API ke
 (``WANDB_API_KEY`` or a ``~/.netrc`` entry for the W&B host) *and* the W&B host answers a TCP
 connection within ``logger.probe_timeout_s`` seconds; otherwise ``offline``.  An explicit
 ``WANDB_MODE`` environment variable wins over both.  Offline runs are written under the job's
-folder (``wandb/offline-run-*``) and can be uploaded later with ``wandb sync``.  Nothing here waits
+folder (``wandb/offline-run-*``) and can be uploaded later with ``wandb sync``.  Tags longer than 64
+characters and group / run names longer than 128 (W&B's limits) are shortened by :func:`fit`; a
+failed ``wandb.init`` is recorded as ``wandb.error`` in ``results.json`` and counted as
+``tracking_failed`` in the sweep summary.  Nothing here waits
 on the network beyond the probe: W&B failures are logged and never fail the job, and
 ``results.json`` is complete whatever W&B does.
 """
@@ -189,6 +192,33 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+#: W&B's limits: a tag is 1-64 characters; a group or display name at most 128 (the server refuses longer).
+TAG_LIMIT = 64
+NAME_LIMIT = 128
+
+
+def fit(value: str, limit: int) -> str:
+    """``value`` when it has at most ``limit`` characters, else a readable prefix, ``-`` and the first
+    8 hex digits of its SHA-256, exactly ``limit`` characters long.
+
+    Deterministic (the same value always gives the same text) and distinct values stay distinct (up to
+    a 32-bit hash collision).  The full value stays in the run's config (``dataset.name``, ...).
+
+    Raises:
+        ValueError: ``limit`` < 10 (no room for a prefix and the hash).
+    """
+    value = str(value)
+    if limit < 10:
+        raise ValueError(f"limit={limit} leaves no room for a prefix and an 8-digit hash")
+    if len(value) <= limit:
+        return value
+    return f"{value[:limit - 9]}-{hashlib.sha256(value.encode()).hexdigest()[:8]}"
+
+
+def _fit_optional(value: Any, limit: int) -> str | None:
+    return None if value is None else fit(str(value), limit)
+
+
 def _has_api_key(host: str) -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
@@ -240,13 +270,15 @@ class WandbRun:
             logger_cfg: the ``logger`` config group.
             config: the resolved job config; logged flattened (``method.name`` ...).
             folder: the job folder; offline runs are written under ``folder/wandb``.
-            name: display name.
-            group: W&B group (one per sweep); ``logger.group`` wins when set.
-            tags: extra tags (method, model, source, seed), added to ``logger.tags``.
+            name: display name (at most :data:`NAME_LIMIT` characters, else shortened by :func:`fit`).
+            group: W&B group (one per sweep); ``logger.group`` wins when set (shortened like ``name``).
+            tags: extra tags (method, model, source, seed), added to ``logger.tags``; each one
+                longer than :data:`TAG_LIMIT` characters is shortened by :func:`fit`.
             run_id: stable id (from :func:`config_key`), so a rerun resumes instead of duplicating.
         """
         self.run = None
         self.mode = "disabled"
+        self.error: str | None = None
         if logger_cfg is None or not logger_cfg.get("enabled", True):
             return
         self.mode = resolve_mode(logger_cfg)
@@ -258,9 +290,9 @@ class WandbRun:
             self.run = wandb.init(
                 project=logger_cfg.get("project"),
                 entity=logger_cfg.get("entity"),
-                group=logger_cfg.get("group") or group,
-                tags=list(logger_cfg.get("tags") or []) + list(tags or []),
-                name=name,
+                group=_fit_optional(logger_cfg.get("group") or group, NAME_LIMIT),
+                tags=[fit(tag, TAG_LIMIT) for tag in list(logger_cfg.get("tags") or []) + list(tags or [])],
+                name=_fit_optional(name, NAME_LIMIT),
                 id=run_id,
                 resume="allow" if run_id else None,
                 config=flatten(config),
@@ -270,14 +302,16 @@ class WandbRun:
                 settings=wandb.Settings(init_timeout=float(logger_cfg.get("init_timeout_s", 60)), silent=True),
             )
         except Exception as exc:  # W&B trouble must not cost the job its results
-            log.warning("W&B init failed (%s); results.json is still written", exc)
+            self.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+            log.warning("W&B init failed (%s); results.json is still written", self.error)
             self.run = None
 
     @property
     def info(self) -> dict[str, Any]:
-        """Mode, id and local folder of the run, for ``results.json``."""
+        """Mode, id and local folder of the run, for ``results.json`` (``error``: the one-line reason
+        ``wandb.init`` failed, counted as ``tracking_failed`` in the sweep summary)."""
         if self.run is None:
-            return {"mode": self.mode, "id": None}
+            return {"mode": self.mode, "id": None, **({"error": self.error} if self.error else {})}
         return {"mode": self.mode, "id": self.run.id, "dir": getattr(self.run, "dir", None), "url": self.run.url}
 
     def log(self, metrics: dict[str, Any]) -> None:
@@ -297,7 +331,7 @@ class WandbRun:
         try:
             import wandb
 
-            artifact = wandb.Artifact(name=name, type=kind)
+            artifact = wandb.Artifact(name=fit(name, NAME_LIMIT), type=kind)
             artifact.add_file(str(path))
             self.run.log_artifact(artifact)
         except Exception as exc:
@@ -340,8 +374,9 @@ def replay_run(
             mode is not made twice.
 
     Returns:
-        The new run's info plus ``replayed: True``; ``None`` when the earlier job already has a W&B
-        run (online or offline), was replayed before in this mode, or no logger is on now.
+        The new run's info plus ``replayed: True``; its info with ``error`` (and ``id: None``,
+        ``replayed: False``) when ``wandb.init`` failed; ``None`` when the earlier job already has a
+        W&B run (online or offline), was replayed before in this mode, or no logger is on now.
     """
     if logger_cfg is None or not logger_cfg.get("enabled", True) or resolve_mode(logger_cfg) == "disabled":
         return None
@@ -353,7 +388,7 @@ def replay_run(
     run = WandbRun(logger_cfg, record.get("config") or {}, folder, name=name, group=group,
                    tags=[*tags, "replayed"], run_id=run_id)
     if run.run is None:
-        return None
+        return {**run.info, "replayed": False} if run.error else None
     metrics = {k: v for k, v in (record.get("metrics") or {}).items() if isinstance(v, (int, float))}
     run.log({**metrics, **{f"time/{k}": v for k, v in (record.get("timings") or {}).items()}})
     try:
