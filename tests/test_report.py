@@ -416,3 +416,30 @@ def test_box_labels_shorten_selection_variants():
         "perplexity band=high pool_factor=4"
     assert _short_variant([("selection.name", "random"), ("selection.pool_factor", "1")]) == "random pool_factor=1"
     assert _short_variant([("perturb.row_order_seed", "1")]) == "row_order_seed=1"
+
+
+def test_box_plots_give_each_method_its_own_axis_and_controls_their_own_panel(tmp_path, monkeypatch):
+    """Issue 24 item 7: magnitude's perplexity of 324 must not set the axis of GPTQ's boxes near 12."""
+    from calib_sweep.report import figures
+
+    sweep = tmp_path / "sweep"
+    num = 0
+    for method, ppl in (("gptq", 12.0), ("wanda", 20.0), ("magnitude", 324.0), ("rtn", 15.0)):
+        for seed in range(3):
+            bump = 0.0 if method in ("magnitude", "rtn") else 0.1 * seed
+            write_job(sweep, num, _config(method, "c4", seed), metrics={"perplexity/wikitext": ppl + bump})
+            num += 1
+    summary = summarize(load_jobs([sweep]))
+    panels = figures.method_panels([g for g in summary.groups])
+    assert [(name, sorted(g.method for g in groups)) for name, groups in panels] == [
+        ("gptq", ["gptq"]), ("wanda", ["wanda"]), ("data-free controls", ["magnitude", "rtn"])]
+    drawn = []
+    monkeypatch.setattr(figures, "_png", lambda fig: drawn.append(fig) or b"png")
+    boxes = figures.box_plots(summary)
+    assert [f.name for f in boxes] == ["box_toy-7b_perplexity_wikitext"]
+    (fig,) = drawn
+    limits = {ax.get_title(): ax.get_ylim() for ax in fig.axes if ax.get_visible()}
+    assert set(limits) == {"gptq", "wanda", "data-free controls"}
+    assert 11.5 < limits["gptq"][0] and limits["gptq"][1] < 12.5  # its own axis around 12.0-12.2
+    assert limits["wanda"][1] < 21
+    assert limits["data-free controls"][0] < 15 and limits["data-free controls"][1] > 324

@@ -8,6 +8,10 @@ between methods, Holm-corrected source comparisons, the numerical noise floor, d
 and eval-protocol checks; tests in :mod:`calib_sweep.report.statistics`), and writes CSV, Markdown and one
 self-contained HTML page with box plots and sample-size curves; when the runs were online, the summary also
 goes to W&B (:mod:`calib_sweep.report.wandb_upload`).
+
+The modules import in one direction (``tests/test_import_graph.py``): collect -> aggregate -> statistics ->
+evidence -> display / evidence_tables / layers / tables / figures -> html / wandb_upload -> this face, which
+puts the summary together (:func:`summarize`) and writes the files (:func:`write_report`).
 """
 
 from __future__ import annotations
@@ -16,10 +20,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from calib_sweep.report.aggregate import Summary, describe, summarize
+from calib_sweep.report.aggregate import Summary, describe, describe_groups
 from calib_sweep.report.collect import Job, ReportError, load_jobs
+from calib_sweep.report.evidence import compute as compute_evidence
+from calib_sweep.report.layers import families as layer_families
 
 __all__ = ["Job", "ReportError", "Summary", "ReportFiles", "describe", "load_jobs", "summarize", "write_report"]
+
+
+def summarize(jobs: list[Job], test: str = "welch") -> Summary:
+    """Group the jobs and compute every statistic of the report: the per-group statistics
+    (:func:`calib_sweep.report.aggregate.describe_groups`), the evidence (:mod:`calib_sweep.report.evidence`)
+    and the per-layer families (:mod:`calib_sweep.report.layers`).
+
+    Noise-floor repeats (:attr:`Job.repeat`) are left out of the groups and used only for the noise floor;
+    ``test`` (``welch`` or ``mannwhitney``) compares sources.
+    """
+    summary = describe_groups(jobs)
+    summary.evidence = compute_evidence(jobs, summary.groups, summary.metrics, test)
+    summary.layer_families = layer_families(jobs)
+    return summary
 
 
 @dataclass

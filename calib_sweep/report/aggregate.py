@@ -12,11 +12,9 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any, Iterable
 
 from calib_sweep.report.collect import Job, finite
-from calib_sweep.report.evidence import Evidence, compute
-from calib_sweep.report.layers import families as layer_families
 
 
 @dataclass
@@ -151,8 +149,8 @@ class Summary:
     dispersion: list[Dispersion]
     series: dict[tuple, list[Group]]
     dense_reference: dict[str, dict[str, float]]
-    evidence: Evidence | None = None
-    layer_families: list = field(default_factory=list)  # calib_sweep.report.layers.LayerFamily
+    evidence: Any = None  # calib_sweep.report.evidence.Evidence, filled by calib_sweep.report.summarize
+    layer_families: list = field(default_factory=list)  # calib_sweep.report.layers.LayerFamily, likewise
 
     @property
     def counts(self) -> dict[str, int]:
@@ -180,11 +178,13 @@ def _sort_key(key: tuple) -> tuple:
     return tuple((0, v) if isinstance(v, int) else (1, str(v)) for v in key)
 
 
-def summarize(jobs: list[Job], test: str = "welch") -> Summary:
-    """Group the jobs and compute every statistic of the report (see the module docstring).
+def describe_groups(jobs: list[Job]) -> Summary:
+    """Group the jobs and compute the per-group statistics of the report (see the module docstring).
 
-    Noise-floor repeats (:attr:`Job.repeat`) are left out of the groups and used only for the noise floor
-    (:mod:`calib_sweep.report.evidence`); ``test`` (``welch`` or ``mannwhitney``) compares sources.
+    Noise-floor repeats (:attr:`Job.repeat`) are left out of the groups (they serve only the noise floor).
+    The returned summary has no evidence and no layer families yet: :func:`calib_sweep.report.summarize`
+    adds them (:mod:`calib_sweep.report.evidence`, :mod:`calib_sweep.report.layers`), which sit above this
+    module.
     """
     by_group: dict[tuple, list[Job]] = {}
     for job in jobs:
@@ -208,7 +208,6 @@ def summarize(jobs: list[Job], test: str = "welch") -> Summary:
     return Summary(
         jobs=jobs, groups=groups, metrics=ordered, dispersion=dispersion(groups, ordered),
         series=sample_size_series(groups), dense_reference=dense_reference(jobs),
-        evidence=compute(jobs, groups, ordered, test), layer_families=layer_families(jobs),
     )
 
 

@@ -24,8 +24,8 @@ perplexities, KL from the dense model):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+from calib_sweep.report.aggregate import Group
 from calib_sweep.report.collect import Job, finite
 from calib_sweep.report.statistics import (
     ALPHA,
@@ -40,9 +40,6 @@ from calib_sweep.report.statistics import (
     sets_needed,
     variance_ratio,
 )
-
-if TYPE_CHECKING:
-    from calib_sweep.report.aggregate import Group
 
 #: Target CI half-widths for "sets needed": accuracy (a fraction in results.json) and perplexity (relative).
 ACCURACY_HALF_WIDTH = 0.005  # 0.5 accuracy points
@@ -77,7 +74,7 @@ def target_half_width(metric: str, mean: float | None) -> tuple[float, str] | No
     return None
 
 
-def _values(group: "Group", metric: str) -> list[float]:
+def _values(group: Group, metric: str) -> list[float]:
     stat = group.stats.get(metric)
     return finite(v for _, v in stat.values) if stat else []
 
@@ -92,7 +89,7 @@ class GroupEvidence:
     target: dict[str, str] = field(default_factory=dict)
 
 
-def group_evidence(group: "Group") -> GroupEvidence:
+def group_evidence(group: Group) -> GroupEvidence:
     """Bootstrap CIs and sets needed for every evidence metric of ``group``."""
     out = GroupEvidence()
     for metric in group.stats:
@@ -198,11 +195,11 @@ class Evidence:
     test: str
 
 
-def _method_key(group: "Group") -> tuple:
+def _method_key(group: Group) -> tuple:
     return (group.model, group.method, group.n_samples, group.seq_len, group.variant)
 
 
-def dispersion_tests(groups: list["Group"], metrics: list[str]) -> list[DispersionTest]:
+def dispersion_tests(groups: list[Group], metrics: list[str]) -> list[DispersionTest]:
     """Per model x source x size x variant x evidence metric: Brown-Forsythe between its data-dependent methods."""
     free = data_free_methods()
     cells: dict[tuple, list[Group]] = {}
@@ -224,7 +221,7 @@ def dispersion_tests(groups: list["Group"], metrics: list[str]) -> list[Dispersi
     return out
 
 
-def source_comparisons(groups: list["Group"], metrics: list[str], test: str = "welch") -> list[SourceComparison]:
+def source_comparisons(groups: list[Group], metrics: list[str], test: str = "welch") -> list[SourceComparison]:
     """Per data-dependent method: every pair of its sources, per evidence metric, Holm within the metric."""
     free = data_free_methods()
     families: dict[tuple, list[Group]] = {}
@@ -246,7 +243,7 @@ def source_comparisons(groups: list["Group"], metrics: list[str], test: str = "w
     return out
 
 
-def _split_selection(group: "Group") -> tuple[str, str]:
+def _split_selection(group: Group) -> tuple[str, str]:
     """(variant without ``selection.*`` settings, the selection settings) of a group."""
     items = group.jobs[0].variant_items if group.jobs else []
     other = ", ".join(f"{k}={v}" for k, v in items if not k.startswith("selection."))
@@ -254,7 +251,7 @@ def _split_selection(group: "Group") -> tuple[str, str]:
     return other, chosen or "selection (default)"
 
 
-def strategy_comparisons(groups: list["Group"], metrics: list[str], test: str = "welch") -> list[SourceComparison]:
+def strategy_comparisons(groups: list[Group], metrics: list[str], test: str = "welch") -> list[SourceComparison]:
     """Per model x method x source x size: each calibration selection strategy (groups that differ only in
     ``selection.*`` settings) against the random draw when random ran in that family (``a`` = the strategy,
     ``b`` = random; Holm over those k-1 comparisons), else every pair of strategies; per evidence metric.
@@ -286,7 +283,7 @@ def strategy_comparisons(groups: list["Group"], metrics: list[str], test: str = 
     return out
 
 
-def noise_floor(jobs: list[Job], groups: list["Group"], metrics: list[str]) -> list[NoiseRow]:
+def noise_floor(jobs: list[Job], groups: list[Group], metrics: list[str]) -> list[NoiseRow]:
     """Noise-floor SD per method (reruns of one calibration set under numerical perturbations) beside the
     SD across calibration sets of each of its groups and pooled over its sources.
 
@@ -338,7 +335,7 @@ def noise_floor(jobs: list[Job], groups: list["Group"], metrics: list[str]) -> l
     return out
 
 
-def data_free_controls(groups: list["Group"]) -> list[ControlCheck]:
+def data_free_controls(groups: list[Group]) -> list[ControlCheck]:
     """For each data-free method (model x size x variant) with 2+ finished jobs: are all figures identical?"""
     free = data_free_methods()
     families: dict[tuple, list[Group]] = {}
@@ -384,7 +381,7 @@ def split_reasons(jobs: list[Job]) -> list[tuple[str, str, list[str]]]:
     return [(key, _kind(key), sorted(values)) for key, values in sorted(seen.items())]
 
 
-def hardware_flags(groups: list["Group"]) -> list[tuple[str, list[str]]]:
+def hardware_flags(groups: list[Group]) -> list[tuple[str, list[str]]]:
     """Groups whose finished jobs ran on more than one hardware label (``runtime.hardware.id``): (label, ids)."""
     out = []
     for g in groups:
@@ -394,7 +391,7 @@ def hardware_flags(groups: list["Group"]) -> list[tuple[str, list[str]]]:
     return out
 
 
-def compute(jobs: list[Job], groups: list["Group"], metrics: list[str], test: str = "welch") -> Evidence:
+def compute(jobs: list[Job], groups: list[Group], metrics: list[str], test: str = "welch") -> Evidence:
     """Every statistic of this module for one report (``test``: ``welch`` or ``mannwhitney`` for sources)."""
     return Evidence(
         groups={g.key: group_evidence(g) for g in groups},

@@ -9,19 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from calib_sweep.report.aggregate import Summary, is_accuracy, metric_label
+from calib_sweep.report.aggregate import Summary, metric_label
+from calib_sweep.report.display import Table, fmt
+from calib_sweep.report.display import unit as _unit
 from calib_sweep.report.evidence import POOLED
 from calib_sweep.report.statistics import ALPHA, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, NA, Interval, Test
 
 
 def _fmt(metric: str, value: float | None) -> str:
-    from calib_sweep.report.tables import fmt
-
     return fmt(metric, value, spread=True)
-
-
-def _unit(metric: str) -> str:
-    return f"{metric_label(metric)} (%)" if is_accuracy(metric) else metric_label(metric)
 
 
 def _p(p: float) -> str:
@@ -135,10 +131,8 @@ def rows(summary: Summary) -> dict[str, list[dict[str, Any]]]:
     return {k: v for k, v in out.items() if v}
 
 
-def tables(summary: Summary, with_variant: bool) -> list:
-    """The evidence tables (:class:`calib_sweep.report.tables.Table`), in page order."""
-    from calib_sweep.report.tables import Table
-
+def tables(summary: Summary, with_variant: bool) -> list[Table]:
+    """The evidence tables (:class:`calib_sweep.report.display.Table`), in page order."""
     ev = summary.evidence
     if ev is None:
         return []

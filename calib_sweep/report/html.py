@@ -10,8 +10,8 @@ import datetime as _dt
 from html import escape
 
 from calib_sweep.report.aggregate import Summary
+from calib_sweep.report.display import Table
 from calib_sweep.report.figures import Figure
-from calib_sweep.report.tables import Table
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 1.5rem auto; max-width: 1400px;

@@ -3,8 +3,8 @@
 
 Per method family (model x method x size x variant), over its finished calibration sets (canonical jobs):
 
-* a heatmap of each layer's output error (log10 of the relative Frobenius norm vs dense; layers x
-  calibration sets, sets grouped by source);
+* each layer's output error (log10 of the relative Frobenius norm vs dense; layers x calibration sets,
+  sets grouped by source), drawn as a heatmap by :func:`calib_sweep.report.figures.layer_heatmap`;
 * the layers whose error varies most across sets (SD of log10 error, ddof=1);
 * the Spearman rank correlation (``scipy.stats.spearmanr``) between each layer's error and the job's
   perplexity and KL from dense across sets: a layer with a high correlation is where a worse calibration
@@ -18,6 +18,7 @@ import warnings
 from dataclasses import dataclass, field
 
 from calib_sweep.report.collect import Job
+from calib_sweep.report.display import Table
 from calib_sweep.report.statistics import NA, holm
 
 #: Layers listed per family in the "varies most" and correlation tables.
@@ -50,7 +51,8 @@ class LayerFamily:
         return f"{model} / {method} / {n}x{seq}" + (f" [{variant}]" if variant else "")
 
 
-def _log10(x: float | None) -> float | None:
+def log10_error(x: float | None) -> float | None:
+    """log10 of a layer's output error; None when absent, not finite or not positive."""
     if x is None or not isinstance(x, (int, float)) or not math.isfinite(x) or x <= 0:
         return None
     return math.log10(x)
@@ -95,7 +97,7 @@ def _spread(family: LayerFamily) -> list[tuple[str, float]]:
 
     rows = []
     for name, row in zip(family.names, family.errors):
-        logs = [v for v in (_log10(x) for x in row) if v is not None]
+        logs = [v for v in (log10_error(x) for x in row) if v is not None]
         if len(logs) >= 2:
             rows.append((name, statistics.stdev(logs)))
     return sorted(rows, key=lambda r: -r[1])
@@ -141,44 +143,18 @@ def top_correlations(family: LayerFamily, metric_prefix: str, top: int = TOP) ->
     return sorted(rows, key=lambda r: -abs(r[2]))[:top]
 
 
-def heatmap(family: LayerFamily):
-    """The family's heatmap as a :class:`calib_sweep.report.figures.Figure` (None without finite errors)."""
-    import numpy as np
-
-    from calib_sweep.report.figures import Figure, _png, _slug, plt
-
-    data = np.array([[np.nan if _log10(x) is None else _log10(x) for x in row] for row in family.errors])
-    if not np.isfinite(data).any():
-        return None
-    height = max(3.0, 0.12 * len(family.names) + 1.5)
-    width = max(4.0, 0.35 * len(family.jobs) + 3)
-    fig, ax = plt.subplots(figsize=(min(width, 16), min(height, 30)))
-    image = ax.imshow(data, aspect="auto", cmap="viridis", interpolation="nearest")
-    ax.set_xticks(range(len(family.jobs)))
-    ax.set_xticklabels(set_labels(family), rotation=90, fontsize=7)
-    step = max(1, len(family.names) // 40)
-    ax.set_yticks(range(0, len(family.names), step))
-    ax.set_yticklabels([_short(n) for n in family.names[::step]], fontsize=6)
-    for boundary in [i for i in range(1, len(family.jobs)) if family.jobs[i].source != family.jobs[i - 1].source]:
-        ax.axvline(boundary - 0.5, color="white", linewidth=1)
-    fig.colorbar(image, ax=ax, label="log10 output error vs dense")
-    ax.set_title(f"{family.label}: per-layer output error across calibration sets", fontsize=9)
-    return Figure(name=f"layers_{_slug(family.label)}", title=f"{family.label}: per-layer output error (log10)", png=_png(fig))
-
-
 def set_labels(family: LayerFamily) -> list[str]:
     """The heatmap's column labels, one per calibration set: ``<source> s<seed>``, grouped by source."""
     return [f"{j.source} s{j.seed}" for j in family.jobs]
 
 
-def _short(name: str) -> str:
+def short_name(name: str) -> str:
+    """A layer name for an axis: ``model.layers.3.self_attn.q_proj`` -> ``L3.q_proj``."""
     return name.replace("model.layers.", "L").replace("self_attn.", "").replace("mlp.", "")
 
 
-def tables(fams: list[LayerFamily]) -> list:
+def tables(fams: list[LayerFamily]) -> list[Table]:
     """Markdown/HTML tables: layers that vary most, and layers most correlated with perplexity / KL."""
-    from calib_sweep.report.tables import Table
-
     if not fams:
         return []
     varying, corr = [], []

@@ -1,46 +1,24 @@
 """The report's tables, built once and written as CSV (raw values) or rendered as Markdown/HTML (display values).
 
-Display convention (Markdown and HTML): accuracy in percent (``results.json`` holds fractions), everything
-else in its own unit; ``mean ± SD`` uses the sample SD (ddof=1); ``–`` marks an undefined figure (SD of
-one seed, a metric no finished job reported).  CSV files hold the raw ``results.json`` values.
+Display convention (Markdown and HTML, :mod:`calib_sweep.report.display`): accuracy in percent
+(``results.json`` holds fractions), everything else in its own unit; ``mean ± SD`` uses the sample SD
+(ddof=1); ``–`` marks an undefined figure (SD of one seed, a metric no finished job reported).  CSV files
+hold the raw ``results.json`` values.  The evidence tables come from :mod:`calib_sweep.report.evidence_tables`,
+the per-layer ones from :mod:`calib_sweep.report.layers`.
 """
 
 from __future__ import annotations
 
 import csv
-import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from calib_sweep.report.aggregate import Group, Stat, Summary, is_accuracy, metric_label
+from calib_sweep.report import evidence_tables, layers
+from calib_sweep.report.aggregate import Group, Stat, Summary
+from calib_sweep.report.display import DASH, Table, fmt
+from calib_sweep.report.display import unit as _unit
 
-DASH = "–"
-
-
-@dataclass
-class Table:
-    """A titled table of display strings."""
-
-    title: str
-    header: list[str]
-    rows: list[list[str]]
-    note: str = ""
-    anchor: str = ""
-    figures: list[str] = field(default_factory=list)
-
-
-def fmt(metric: str, value: float | None, *, spread: bool = False) -> str:
-    """Display one value: accuracy in percent (2 decimals), others with 2 decimals or 3 significant digits."""
-    if value is None:
-        return DASH
-    if not math.isfinite(value):
-        return str(value)
-    if is_accuracy(metric):
-        return f"{value * 100:.2f}"
-    if abs(value) >= 1 or (value == 0 and not spread):
-        return f"{value:.2f}"
-    return f"{value:.3g}"
+__all__ = ["DASH", "Table", "build_tables", "fmt", "markdown", "mean_sd", "min_max", "write_csvs"]
 
 
 def mean_sd(metric: str, stat: Stat | None) -> str:
@@ -62,10 +40,6 @@ def _seeds(group: Group) -> str:
     text = f"{group.count('ok')}"
     extra = [f"{group.count(s)} {s}" for s in ("failed", "missing") if group.count(s)]
     return text + (f" ({', '.join(extra)})" if extra else "")
-
-
-def _unit(metric: str) -> str:
-    return f"{metric_label(metric)} (%)" if is_accuracy(metric) else metric_label(metric)
 
 
 def _group_cells(group: Group, with_variant: bool) -> list[str]:
@@ -128,11 +102,7 @@ def build_tables(summary: Summary) -> list[Table]:
             rows=[[model] + [fmt(m, figures.get(m)) for m in names] for model, figures in summary.dense_reference.items()],
             anchor="dense",
         ))
-    from calib_sweep.report import evidence_tables
-
     tables += evidence_tables.tables(summary, with_variant)
-    from calib_sweep.report import layers
-
     tables += layers.tables(summary.layer_families)
     all_rows = []
     for g in summary.groups:
@@ -229,10 +199,6 @@ def write_csvs(summary: Summary, out: Path) -> list[Path]:
                 for metric, stat in g.stats.items():
                     rows.append({**_group_fields(g), "metric": metric, **_stat_fields(stat)})
         written.append(_write_csv(out / "sample_size.csv", rows))
-    from calib_sweep.report import evidence_tables
-
-    from calib_sweep.report import layers
-
     for name, rows in {**evidence_tables.rows(summary), **layers.csv_rows(summary.layer_families)}.items():
         written.append(_write_csv(out / f"{name}.csv", rows))
     if summary.dense_reference:
