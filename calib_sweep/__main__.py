@@ -26,7 +26,7 @@ def _app(cfg: DictConfig) -> float | None:
     from calib_sweep.assets import AssetError
     from calib_sweep.cluster import is_scheduler_launcher
     from calib_sweep.errors import ConfigError
-    from calib_sweep.job import one_line, report_failure, run_job
+    from calib_sweep.job import report_failure, run_job
     from calib_sweep.runtime import Terminated
 
     hydra_cfg = HydraConfig.get()
@@ -47,8 +47,7 @@ def _app(cfg: DictConfig) -> float | None:
         if multirun:
             return None
         sys.exit(2)
-    except Exception as exc:
-        log.error("job failed: %s (traceback in %s)", one_line(exc), output_dir / "traceback.txt")
+    except Exception as exc:  # run_job logged the one-line error and its stage as the job log's last line
         if multirun:
             return None
         report_failure(exc, output_dir)

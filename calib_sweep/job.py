@@ -165,7 +165,8 @@ def run_job(
     The job folder is claimed first (:func:`calib_sweep.claims.claim_job_folder`): a folder that
     holds another config's job is left untouched.  On failure, including SIGTERM / SIGINT
     (``error_type: Terminated``), a failure record (``status: "failed"``, error, stage) is written
-    instead, then the exception is re-raised; other jobs' folders are never touched.
+    instead, the job's log gets one last line (``job failed in stage <stage>: <error> (traceback in
+    <folder>/traceback.txt)``), then the exception is re-raised; other jobs' folders are never touched.
 
     Args:
         cfg: the composed job config.
@@ -248,6 +249,9 @@ def run_job(
                 write_results(output_dir, record)
                 if run is not None:
                     run.finish(exit_code=1)
+                # The last line of the job's log (calib_sweep.log): the error and where it happened.
+                log.error("job failed in stage %s: %s (traceback in %s)", record["stage"], one_line(exc),
+                          output_dir / "traceback.txt")
             raise
         with signals.deferred():  # a signal now waits until the record is complete
             record["timings"] = stages.timings
