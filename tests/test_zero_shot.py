@@ -203,3 +203,22 @@ def test_mmlu_runs_as_lm_eval_group(tiny):
     entry = details["zeroshot/mmlu"]
     assert entry["items"] == 57 and entry["items_available"] == 14042  # limit applies per subject
     assert entry["upstream_yaml"] == "mmlu/default/_mmlu.yaml"  # (stderr is N/A with one item per subject)
+
+
+def test_per_task_limit_override_form_documented_in_the_conf_works():
+    """Issue 24 item 7: the form the eval configs' comments give composes and validates; the old one did not."""
+    from pathlib import Path
+
+    from hydra.errors import ConfigCompositionException
+
+    from calib_sweep.evaluation.zero_shot import validate_zero_shot
+    from helpers import compose_cfg
+
+    cfg = compose_cfg(["+eval.zeroshot.limits.piqa=7"])
+    assert dict(cfg.eval.zeroshot.limits) == {"piqa": 7}
+    validate_zero_shot(cfg.eval.zeroshot)
+    with pytest.raises(ConfigCompositionException):
+        compose_cfg(["eval.zeroshot.limits={piqa:7}"])  # Hydra: Key 'piqa' is not in struct
+    conf = Path(__file__).resolve().parents[1] / "calib_sweep" / "conf" / "eval"
+    comments = [line for f in sorted(conf.glob("*.yaml")) for line in f.read_text().splitlines() if "limits:" in line and "#" in line]
+    assert comments and all("+eval.zeroshot.limits." in line for line in comments)
