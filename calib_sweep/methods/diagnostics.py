@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from calib_sweep.methods.targets import target_linears
+
 #: Token positions (spread evenly over the KL windows) at which layer outputs are compared.
 POSITIONS = 128
 
@@ -228,8 +230,6 @@ def activation_stats(model: torch.nn.Module, input_ids: torch.Tensor, layers: li
     Returns:
         ``{layer: {"mean_norm", "max_channel_ratio", "outlier_fraction"}}`` in layer order.
     """
-    from calib_sweep.methods import target_linears
-
     modules = dict(model.named_modules())
     layers = list(target_linears(model)) if layers is None else layers
     sums = {name: {"tokens": 0, "norm": 0.0, "sq": 0.0, "channel_sq": None, "entries": 0} for name in layers}

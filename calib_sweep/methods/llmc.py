@@ -1,4 +1,8 @@
-"""llmcompressor backend: recipes for rtn, gptq, awq, sparsegpt, wanda, and the fixes it needs here.
+"""llmcompressor backend: the runner of rtn, gptq, awq, sparsegpt and wanda, and the fixes it needs here.
+
+Each of those methods' modules builds its own recipe (a list of llmcompressor modifiers) from the parts
+here (:data:`IGNORE`, :func:`weight_groups`, :func:`mask_structure`) and registers
+:func:`oneshot_compress` of it, which runs it with ``oneshot`` (:func:`run_oneshot`).
 
 Three behaviours of llmcompressor 0.14 are changed, only for the duration of one ``oneshot`` call
 (:func:`patched`), each measured on this project's machines:
@@ -11,44 +15,22 @@ Three behaviours of llmcompressor 0.14 are changed, only for the duration of one
   The damping used is recorded per layer.
 * AWQ pins its cached intermediates (``IntermediatesCache.pin_memory``), which raises "Cannot access
   accelerator device" on a machine without one; pinning is skipped when CUDA is unavailable.
-* AWQ infers layer mappings only for registered architectures (OPT is not); OPT gets explicit ones.
+* AWQ infers layer mappings only for registered architectures (OPT is not); OPT gets explicit ones
+  (:data:`calib_sweep.methods.awq.OPT_AWQ_MAPPINGS`).
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
-from calib_sweep.errors import ConfigError
 from calib_sweep.methods.hessian import damped_inverse_cholesky
+from calib_sweep.methods.targets import parse_structure
 
 #: Layers never compressed: the output head (tied to the embeddings in many small models).
 IGNORE = ["re:.*lm_head"]
-
-#: AWQ mappings (smooth layer -> balanced layers) for OPT, after AutoAWQ's OPT model definition
-#: (ReLU between fc1 and fc2 is positively homogeneous, so fc1's outputs can be rescaled).
-OPT_AWQ_MAPPINGS = [
-    ("re:.*self_attn_layer_norm$", ["re:.*q_proj$", "re:.*k_proj$", "re:.*v_proj$"]),
-    ("re:.*v_proj$", ["re:.*out_proj$"]),
-    (r"re:.*layers\.\d+\.final_layer_norm$", ["re:.*fc1$"]),  # not the decoder-level one
-    ("re:.*fc1$", ["re:.*fc2$"]),
-]
-
-#: Linear-layer name suffixes by which :func:`awq_family` recognises an architecture's blocks.
-_LLAMA_LIKE = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
-_OPT_LIKE = {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"}
-
-
-def awq_family(layer_names) -> str | None:
-    """``"llama"`` or ``"opt"`` when every target layer name fits that family's AWQ mappings, else None."""
-    suffixes = {name.rsplit(".", 1)[-1] for name in layer_names}
-    if suffixes and suffixes <= _LLAMA_LIKE:
-        return "llama"
-    if suffixes and suffixes <= _OPT_LIKE:
-        return "opt"
-    return None
 
 
 def _weight_args(method_cfg: Any) -> dict:
@@ -63,72 +45,16 @@ def _weight_args(method_cfg: Any) -> dict:
     }
 
 
-def build_recipe(method_cfg: Any, model=None) -> list:
-    """llmcompressor modifiers for a method config (``rtn``, ``gptq``, ``awq``, ``sparsegpt``, ``wanda``).
+def weight_groups(method_cfg: Any) -> dict | None:
+    """compressed-tensors ``config_groups`` quantizing every ``Linear``'s weights as ``method`` says
+    (``w_bits``, ``group_size``: null = per output channel, ``symmetric``); None without ``w_bits``."""
+    return {"group_0": {"targets": ["Linear"], "weights": _weight_args(method_cfg)}} if "w_bits" in method_cfg else None
 
-    Args:
-        method_cfg: the ``method`` config group.
-        model: the model (only AWQ needs it, to choose layer mappings by architecture).
 
-    Raises:
-        ConfigError: a method this backend does not run.
-    """
-    from calib_sweep.methods import parse_structure
-
-    name = method_cfg.name
-    groups = {"group_0": {"targets": ["Linear"], "weights": _weight_args(method_cfg)}} if "w_bits" in method_cfg else None
-    if name == "rtn":
-        from llmcompressor.modifiers.quantization import QuantizationModifier
-
-        return [QuantizationModifier(ignore=IGNORE, config_groups=groups)]
-    if name == "gptq":
-        from llmcompressor.modifiers.quantization import GPTQModifier
-
-        return [
-            GPTQModifier(
-                ignore=IGNORE,
-                config_groups=groups,
-                dampening_frac=float(method_cfg.damp_percent),
-                actorder="weight" if method_cfg.get("act_order") else None,
-                block_size=int(method_cfg.get("block_size", 128)),
-            )
-        ]
-    if name == "awq":
-        from llmcompressor.modifiers.quantization import QuantizationModifier
-        from llmcompressor.modifiers.transform.awq import AWQMapping, AWQModifier
-
-        mappings = None
-        if model is not None and type(model).__name__.startswith("OPT"):
-            mappings = [AWQMapping(smooth, balance) for smooth, balance in OPT_AWQ_MAPPINGS]
-        return [
-            AWQModifier(
-                mappings=mappings,
-                duo_scaling=bool(method_cfg.get("duo_scaling", True)),
-                n_grid=int(method_cfg.get("n_grid", 20)),
-                offload_device=None,
-            ),
-            QuantizationModifier(ignore=IGNORE, config_groups=groups),
-        ]
+def mask_structure(method_cfg: Any) -> str:
+    """llmcompressor's ``mask_structure`` for ``method.structure``: ``"0:0"`` (unstructured) or ``"N:M"``."""
     pattern = parse_structure(method_cfg.get("structure")) if "sparsity" in method_cfg else None
-    mask = "0:0" if pattern is None else f"{pattern[0]}:{pattern[1]}"
-    if name == "sparsegpt":
-        from llmcompressor.modifiers.pruning import SparseGPTModifier
-
-        return [
-            SparseGPTModifier(
-                sparsity=float(method_cfg.sparsity),
-                mask_structure=mask,
-                dampening_frac=float(method_cfg.damp_percent),
-                block_size=int(method_cfg.get("block_size", 128)),
-                targets=["Linear"],
-                ignore=IGNORE,
-            )
-        ]
-    if name == "wanda":
-        from llmcompressor.modifiers.pruning import WandaPruningModifier
-
-        return [WandaPruningModifier(sparsity=float(method_cfg.sparsity), mask_structure=mask, targets=["Linear"], ignore=IGNORE)]
-    raise ConfigError(f"method.name={name!r} does not run on llmcompressor. Fix: use rtn, gptq, awq, sparsegpt or wanda.")
+    return "0:0" if pattern is None else f"{pattern[0]}:{pattern[1]}"
 
 
 @contextlib.contextmanager
@@ -194,8 +120,13 @@ def patched(model: torch.nn.Module, damping: dict[str, float]):
         IntermediatesCache.pin_memory = orig_pin
 
 
-def run_oneshot(model, sequences: list[torch.Tensor], method_cfg: Any) -> tuple[torch.nn.Module, dict[str, float], dict]:
-    """Run llmcompressor's ``oneshot`` on unpadded sequences, one per batch (so no padding exists).
+def run_oneshot(
+    model, sequences: list[torch.Tensor], method_cfg: Any, recipe: list, fake_quantize: bool = False
+) -> tuple[torch.nn.Module, dict[str, float], dict]:
+    """Run llmcompressor's ``oneshot`` with ``recipe`` on unpadded sequences, one per batch (so no padding exists).
+
+    ``fake_quantize``: afterwards write the weights onto their grid (:func:`fake_quantize_in_place`), for
+    recipes whose ``QuantizationModifier`` only attaches scales (rtn, awq).
 
     Returns:
         ``(model, {layer name: damping fraction used}, {layer name: {field: value}})``: damping only for
@@ -207,7 +138,6 @@ def run_oneshot(model, sequences: list[torch.Tensor], method_cfg: Any) -> tuple[
     from datasets import Dataset
     from llmcompressor import oneshot
 
-    recipe = build_recipe(method_cfg, model)
     rows = [seq.reshape(-1).tolist() for seq in sequences]
     dataset = Dataset.from_dict({"input_ids": rows, "attention_mask": [[1] * len(r) for r in rows]})
     damping: dict[str, float] = {}
@@ -221,9 +151,25 @@ def run_oneshot(model, sequences: list[torch.Tensor], method_cfg: Any) -> tuple[
             shuffle_calibration_samples=False,
             batch_size=1,
         )
-    if method_cfg.name in ("rtn", "awq"):
+    if fake_quantize:
         fake_quantize_in_place(model)
     return model, damping, capture.rows
+
+
+def oneshot_compress(recipe: Callable[[Any, Any], list], fake_quantize: bool = False):
+    """A method's ``compress`` (see :class:`calib_sweep.methods.registry.Method`) that runs
+    ``recipe(method_cfg, model)`` with :func:`run_oneshot`, recording into ``record`` the damping used per
+    layer (``damping``, GPTQ/SparseGPT) and the library's per-layer figures (``library_layers``)."""
+
+    def compress(model, sequences: list[torch.Tensor], method_cfg: Any, record: dict) -> torch.nn.Module:
+        model, damping, captured = run_oneshot(model, sequences, method_cfg, recipe(method_cfg, model), fake_quantize)
+        if damping:
+            record["damping"] = damping
+        if captured:
+            record["library_layers"] = captured
+        return model
+
+    return compress
 
 
 def fake_quantize_in_place(model) -> int:

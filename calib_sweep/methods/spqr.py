@@ -28,6 +28,9 @@ Average storage per parameter (Sec. 4.2 and the reference implementation's
 
 e.g. 3 bits, beta_1 = beta_2 = 16, 3-bit statistics, 1% outliers: 3 + 6/16 + 64/256 + 0.32 = 3.945.
 Weights are stored back dequantized ("fake quantization") in the layer's dtype.
+
+Registered as ``method=spqr``; config: ``w_bits``, ``group_size`` (beta_1), ``stat_bits``,
+``stat_group`` (beta_2), ``outlier_threshold`` (tau), ``damp_percent``, ``act_order``, ``block_size``.
 """
 
 from __future__ import annotations
@@ -38,7 +41,11 @@ from typing import Any
 
 import torch
 
+from calib_sweep.errors import ConfigError
 from calib_sweep.methods.hessian import accumulate_hessians, damped_inverse_cholesky
+from calib_sweep.methods.registry import register_method
+from calib_sweep.methods.targets import target_linears
+from calib_sweep.methods.validation import check_damp, check_group, check_quantization, is_int
 
 STAT_FP_BITS = 16
 
@@ -275,3 +282,34 @@ def spqr_compress(model: torch.nn.Module, sequences: list[torch.Tensor], method_
         ),
     }
     return {"layers": results, "summary": summary}
+
+
+def validate(method_cfg: Any, targets: dict) -> None:
+    """Damping, bits, a ``group_size`` (no per-channel null) and a ``stat_group`` that fit the layers,
+    ``stat_bits`` in 1..8 or null (fp16), ``outlier_threshold`` > 0 or null/inf.
+
+    Raises:
+        ConfigError: the first value out of range, with the fix.
+    """
+    check_damp(method_cfg)
+    check_quantization(method_cfg, targets, allow_null=False, candidates=(8, 16, 32, 64))
+    stat_bits = method_cfg.get("stat_bits")
+    if stat_bits is not None and (not is_int(stat_bits) or not 1 <= stat_bits <= 8):
+        raise ConfigError(f"method.stat_bits={stat_bits!r} must be an integer in 1..8 or null (fp16). Fix: 3.")
+    check_group("stat_group", method_cfg.get("stat_group", 16), targets, 0, False, (8, 16, 32, 64))
+    tau = method_cfg.get("outlier_threshold")
+    if tau not in (None, "inf") and (isinstance(tau, bool) or not isinstance(tau, (int, float)) or not tau > 0):
+        raise ConfigError(f"method.outlier_threshold={tau!r} must be > 0, or null/inf for no outliers. Fix: e.g. 0.2.")
+
+
+def _compress(model, sequences: list[torch.Tensor], method_cfg: Any, record: dict):
+    result = spqr_compress(model, sequences, method_cfg, target_linears(model))
+    record["spqr"] = result
+    record["damping"] = {k: r.damp_used for k, r in result["layers"].items()}
+    return model
+
+
+register_method(
+    "spqr", kind="quantization", validate=validate, compress=_compress,
+    save_note="no compressed-tensors form for SpQR's outliers and 3-bit statistics: dequantized weights",
+)
