@@ -61,6 +61,20 @@ def _app(cfg: DictConfig) -> float | None:
     return next(iter(metrics.values()), None)
 
 
+def command_line_conflict(args: list[str]) -> str | None:
+    """One line for a flag combination Hydra would refuse with a traceback (exit 1), else None.
+
+    Hydra allows one of ``--multirun``/``--cfg``/``--info``; ``-m --cfg job`` is the common slip.
+    """
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    shown = next((a for a in args if a in ("-c", "--cfg", "-i", "--info") or a.startswith(("--cfg=", "--info="))), None)
+    if multirun and shown:
+        flag = shown.split("=", 1)[0]
+        return (f"{flag} with -m/--multirun: Hydra shows one job's config, not a sweep's. Fix: use {flag} without -m "
+                f"to see a job's config (python -m calib_sweep {flag} job <overrides>).")
+    return None
+
+
 def main() -> None:
     """Console-script entry point (``calib-sweep``).
 
@@ -70,6 +84,10 @@ def main() -> None:
     """
     from calib_sweep import sweep_summary
 
+    refused = command_line_conflict(sys.argv[1:])
+    if refused:
+        print(f"calib_sweep: error: {refused}", file=sys.stderr)
+        sys.exit(2)
     try:
         _app()
     except SystemExit as exc:

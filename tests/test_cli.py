@@ -61,3 +61,37 @@ def test_multirun_goes_on_after_a_failed_job(tiny_model_dir, tiny_corpus, tmp_pa
     (failed,) = [r for r in records.values() if r["status"] == "failed"]
     assert "method.sparsity=1.5" in failed["error"]
     assert all(name.split("_")[0] in {"0", "1"} for name in records)
+
+
+def test_multirun_with_cfg_is_one_line_and_exit_2(tmp_path):
+    """Issue 31 item 3: `-m ... --cfg job` is refused in one line (Hydra's own refusal is a traceback, exit 1)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "calib_sweep", "-m", "method=dense,gptq", "--cfg", "job"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--cfg" in lines[0] and "without -m" in lines[0] and "Traceback" not in done.stderr
+    from calib_sweep.__main__ import command_line_conflict
+
+    assert command_line_conflict(["--cfg", "job", "method=gptq"]) is None
+    assert command_line_conflict(["--multirun", "--info=config"]).startswith("--info with -m")
+
+
+def test_git_probe_is_silent_outside_a_checkout(tmp_path):
+    """Issue 31 item 3: lm-eval's git-hash probe printed 'fatal: not a git repository' on every job's stderr."""
+    import subprocess
+    import sys
+
+    code = ("from lm_eval import evaluator\n"
+            "from calib_sweep.evaluation.zero_shot import _quiet_git_probe, quiet_git_hash\n"
+            "original = evaluator.get_git_commit_hash\n"
+            "with _quiet_git_probe(evaluator):\n"
+            "    assert evaluator.get_git_commit_hash is quiet_git_hash\n"
+            "    print(repr(evaluator.get_git_commit_hash()))\n"
+            "assert evaluator.get_git_commit_hash is original\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                          env={**__import__("os").environ, "GIT_CEILING_DIRECTORIES": str(tmp_path.parent)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "None" and "fatal" not in done.stderr

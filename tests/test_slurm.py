@@ -181,7 +181,10 @@ def test_raising_job_shows_its_error_in_its_own_log_and_the_other_finishes(parti
     logs = {name: "".join(p.read_text() for p in (sweep / ".submitit" / r["slurm"]["job_id"]).glob("*_log.*"))
             for name, r in records.items()}
     lines = [line for line in logs["1_dense_local_jsonl_s999"].splitlines() if bad["error"] in line]
-    assert len(lines) == 1 and lines[0].startswith("calib_sweep: error: "), logs["1_dense_local_jsonl_s999"][-2000:]
+    # Once on stderr as the CLI's error line, once as the job log's last line naming the stage (issue 24 item 6).
+    assert len(lines) == 2, logs["1_dense_local_jsonl_s999"][-2000:]
+    assert sum(line.startswith("calib_sweep: error: ") for line in lines) == 1, lines
+    assert sum("job failed in stage calibrate: " in line for line in lines) == 1, lines
     assert bad["error"] not in logs["0_dense_local_jsonl_s0"]
     assert "Traceback" not in logs["1_dense_local_jsonl_s999"]
 

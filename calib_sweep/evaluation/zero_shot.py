@@ -21,6 +21,7 @@ import contextlib
 import importlib.metadata
 import logging
 import math
+import subprocess
 import time
 from typing import Any, Mapping
 
@@ -148,6 +149,33 @@ def _quiet_progress():
             ds_logging.enable_progress_bar()
 
 
+def quiet_git_hash() -> str | None:
+    """The current directory's git commit (``git describe --always``) or None, with git's stderr discarded.
+
+    lm-eval's own probe (``lm_eval.loggers.utils.get_git_commit_hash``) lets git print ``fatal: not a git
+    repository`` on every job's stderr when run outside a checkout; this is the same probe, silent.
+    """
+    try:
+        out = subprocess.run(["git", "describe", "--always"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
+
+
+@contextlib.contextmanager
+def _quiet_git_probe(evaluator):
+    """Let ``evaluator.simple_evaluate`` record the git hash through :func:`quiet_git_hash`."""
+    original = getattr(evaluator, "get_git_commit_hash", None)
+    if original is None:  # another lm-eval layout: nothing to silence
+        yield
+        return
+    evaluator.get_git_commit_hash = quiet_git_hash
+    try:
+        yield
+    finally:
+        evaluator.get_git_commit_hash = original
+
+
 def _finite(value: Any) -> float | None:
     try:
         value = float(value)
@@ -204,7 +232,7 @@ def run_lm_eval(
 
     folder = task_data.task_folder(list(names), local_files)
     manager = TaskManager(include_path=str(folder), include_defaults=False)
-    with _quiet_progress():
+    with _quiet_progress(), _quiet_git_probe(evaluator):
         return evaluator.simple_evaluate(
             model=lm, tasks=list(names), num_fewshot=0, limit=limit, bootstrap_iters=int(bootstrap_iters),
             log_samples=log_samples, task_manager=manager, batch_size=lm.batch_size,
