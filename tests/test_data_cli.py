@@ -42,6 +42,16 @@ def test_inspect_flags_a_repeated_token_sample(tiny_model_dir, tmp_path):
     assert 1 <= len(flagged) <= 7 and all(r["distinct_tokens"] <= 0.2 for r in flagged)
     assert all("the" in r["text"] for r in flagged)
     assert f"{len([r for r in rows if r['flags']])} of 60 samples flagged" in out.getvalue()
+    assert "base weights: checkpoint weights\n" in out.getvalue() and "warning:" not in out.getvalue()
+
+
+def test_inspect_warns_when_the_default_gptq_grid_is_the_embedded_models_own():
+    out = io.StringIO()
+    cli.cmd_inspect(None, ["samples=tiny"], show=0, out=out, use_model=False)
+    lines = out.getvalue().splitlines()
+    assert "base weights: GGUF SmolLM2-135M-Instruct.Q4_1.gguf: Q4_1 (4-bit g32 asymmetric) 100% of linear weights" in lines
+    assert ("warning: method=gptq: 4-bit g64 on weights already on a 4-bit g32 asymmetric grid (GGUF Q4_1, 100% of "
+            "linear weights within 1 bit of the job's): rounding is favoured") in lines
 
 
 def test_rebuild_from_manifest_checks_the_hash(tiny_model_dir, tiny_corpus, tmp_path):

@@ -126,7 +126,9 @@ def cmd_inspect(results: str | None, overrides: list[str], show: int, out=sys.st
     ``activations``, per target layer the set's input-activation statistics on the dense
     model (:func:`calib_sweep.methods.diagnostics.activation_stats`); return the per-sample rows (with text).
     One line per document source counts its documents that hold special-token strings
-    (:func:`calib_sweep.data.inspect.special_token_documents`; they are tokenized as text).
+    (:func:`calib_sweep.data.inspect.special_token_documents`; they are tokenized as text); one line
+    names how the base weights were stored, and a warning follows when the composed method quantizes
+    them onto a grid at or near that one (:mod:`calib_sweep.models.storage`).
 
     Raises:
         ConfigError: ``activations`` or ``coverage`` together with ``use_model=False``, or
@@ -192,6 +194,13 @@ def cmd_inspect(results: str | None, overrides: list[str], show: int, out=sys.st
     stats = set_stats(calib, model=model if use_model else None, dataset_cfg=cfg.dataset, tokenizer=tokenizer,
                       selection=cfg.get("selection"), separator_token_id=separator, coverage=coverage)
     print(format_set_stats(stats, calib), file=out)
+    from calib_sweep.models.storage import describe, grid_warning, weights_storage
+
+    storage = weights_storage(cfg.model)
+    print(f"base weights: {describe(storage)}", file=out)
+    warning = grid_warning(storage, cfg.method)
+    if warning:
+        print(f"warning: method={cfg.method.name}: {warning}", file=out)
     if activations:
         from calib_sweep.methods.diagnostics import OUTLIER_RMS, activation_stats
 

@@ -19,6 +19,8 @@ This face only re-exports; the modules, in import order (each imports only those
 - :mod:`~calib_sweep.models.tokenization`: tokenizer loading and fitting, document separator, BOS.
 - :mod:`~calib_sweep.models.random_init`: ``model.init=random`` weights, folder and record.
 - :mod:`~calib_sweep.models.loading`: the weights, in the job's dtype, on its device.
+- :mod:`~calib_sweep.models.storage`: how the base weights were stored (GGUF tensor types), and the
+  warning when a quantization job's grid is at or near that one.
 """
 
 from calib_sweep.models.architecture import linear_shapes, load_config, random_init_config
@@ -31,6 +33,7 @@ from calib_sweep.models.gguf import (
 )
 from calib_sweep.models.loading import load_model
 from calib_sweep.models.random_init import random_init_folder, random_model, weights_record
+from calib_sweep.models.storage import describe as describe_storage, grid_warning, weights_storage
 from calib_sweep.models.sources import model_identity, model_path, pretrained_kwargs
 from calib_sweep.models.tokenization import (
     bos_token_id,
@@ -53,9 +56,9 @@ from calib_sweep.models.validation import (
 
 __all__ = [
     "CONVERSION_VERSION", "EMBEDDED_MODEL_TYPES", "FLOAT16_OVERFLOWS", "INITS", "align_special_tokens",
-    "bos_token_id", "check_dtype", "declared_model_type", "document_separator", "embedded_folder",
-    "fit_tokenizer", "gguf_special_tokens", "is_random_init", "linear_shapes", "load_config", "load_model",
+    "bos_token_id", "check_dtype", "declared_model_type", "describe_storage", "document_separator", "embedded_folder",
+    "fit_tokenizer", "gguf_special_tokens", "grid_warning", "is_random_init", "linear_shapes", "load_config", "load_model",
     "load_tokenizer", "model_identity", "model_path", "pretrained_kwargs", "random_init_config",
     "random_init_folder", "random_model", "resolve_device", "resolve_dtype", "special_token_ids",
-    "tokenizer_location", "validate_model", "weights_record",
+    "tokenizer_location", "validate_model", "weights_record", "weights_storage",
 ]

@@ -67,6 +67,8 @@ class Job:
             the record predates it.
         repeat: True for a noise-floor rerun of a seed that another (canonical) job represents.
         layers: ``results.json["layers"]`` (per-layer diagnostics: names, output_error, ...), empty if absent.
+        base_grid: the warning of :func:`calib_sweep.models.storage.grid_warning` when the job quantized
+            weights already stored on a grid at or near its own (``results.json["weights_storage"]``), else None.
     """
 
     folder: Path
@@ -85,6 +87,7 @@ class Job:
     variant_items: list[tuple[str, str]] = field(default_factory=list)
     layers: dict[str, Any] = field(default_factory=dict)
     stage: str | None = None
+    base_grid: str | None = None
 
     @property
     def config_refused(self) -> bool:
@@ -246,6 +249,10 @@ def read_job(folder: Path) -> Job:
     runtime = record.get("runtime") if isinstance(record.get("runtime"), dict) else {}
     hardware = runtime.get("hardware") if isinstance(runtime.get("hardware"), dict) else {}
     job.hardware = str(hardware["id"]) if hardware.get("id") else None
+    if isinstance(record.get("weights_storage"), dict):
+        from calib_sweep.models.storage import grid_warning
+
+        job.base_grid = grid_warning(record["weights_storage"], config.get("method") or {})
     if job.status == "ok":
         job.metrics = _numeric(record.get("metrics"))
         if isinstance(record.get("layers"), dict) and isinstance(record["layers"].get("names"), list):
@@ -314,18 +321,33 @@ def _context(key: str, flat: dict[str, Any]) -> Any:
     return None
 
 
+def with_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """A job's config with the values an older config had implicitly, for comparison with newer ones.
+
+    A config written before the selection group existed used the random draw (bit-identical sets): it is
+    ``selection=random``, so it compares with the strategies of a selection sweep.  A GPTQ config written
+    before ``method.static_groups`` existed ran llmcompressor's static group scales: ``static_groups=true``
+    (``false`` with ``backend: optimum``, gptqmodel's default; :func:`calib_sweep.methods.gptq.static_groups`).
+    """
+    if not config:
+        return config
+    config = {"selection": DEFAULT_SELECTION, **config}
+    method = config.get("method")
+    if isinstance(method, dict) and method.get("name") == "gptq" and "static_groups" not in method:
+        config["method"] = {**method, "static_groups": method.get("backend", "llmcompressor") != "optimum"}
+    return config
+
+
 def _assign_variants(jobs: list[Job]) -> None:
     """Label each job with the config values (besides the group keys and seed) that vary between comparable jobs.
 
     A key varies when jobs of the same context (same method for ``method.*``, same source for
     ``dataset.*``, same model for ``model.*``, all jobs otherwise) that have the key hold different values;
-    a key missing from a job (an older config) is not a difference, except ``selection``, which an older
-    config had as the default random draw.
+    a key missing from a job (an older config) is not a difference, except ``selection`` and GPTQ's
+    ``method.static_groups``, which an older config had implicitly (:func:`with_defaults`).
     """
     jobs = [job for job in jobs if not job.config_refused]  # a refused config (a typo) is no variant
-    # A config written before the selection group existed used the random draw (bit-identical sets):
-    # it is selection=random, so it compares with the strategies of a selection sweep.
-    flat = [flatten({"selection": DEFAULT_SELECTION, **job.config} if job.config else job.config) for job in jobs]
+    flat = [flatten(with_defaults(job.config)) for job in jobs]
     skip = set(_GROUP_PATHS.values()) | set(PERTURBATION_KEYS)
     seen: dict[tuple, set[str]] = {}
     for f in flat:

@@ -17,8 +17,9 @@ perplexities, KL from the dense model):
   (:class:`NoiseRow`), flagged when not clearly (one-sided F test, p < 0.05) above it;
 - data-free controls (RTN, magnitude, dense): every job must give identical numbers whatever the
   calibration set (:class:`ControlCheck`);
-- why groups are split (:func:`split_reasons`) and groups whose jobs ran on different hardware
-  (:func:`hardware_flags`).
+- why groups are split (:func:`split_reasons`), groups whose jobs ran on different hardware
+  (:func:`hardware_flags`) and groups that quantized weights already on a grid near their own
+  (:func:`base_grid_flags`).
 """
 
 from __future__ import annotations
@@ -193,6 +194,7 @@ class Evidence:
     splits: list[tuple[str, str, list[str]]]
     hardware_flags: list[tuple[str, list[str]]]
     test: str
+    base_grid_flags: list[tuple[str, list[str]]] = field(default_factory=list)
 
 
 def _method_key(group: Group) -> tuple:
@@ -391,6 +393,17 @@ def hardware_flags(groups: list[Group]) -> list[tuple[str, list[str]]]:
     return out
 
 
+def base_grid_flags(groups: list[Group]) -> list[tuple[str, list[str]]]:
+    """Groups whose finished jobs quantized weights already on a grid at or near their own: (label, warnings)
+    (:func:`calib_sweep.models.storage.grid_warning`; on such a testbed rounding is favoured)."""
+    out = []
+    for g in groups:
+        warnings = sorted({j.base_grid for j in g.jobs if j.status == "ok" and j.base_grid})
+        if warnings:
+            out.append((g.label, warnings))
+    return out
+
+
 def compute(jobs: list[Job], groups: list[Group], metrics: list[str], test: str = "welch") -> Evidence:
     """Every statistic of this module for one report (``test``: ``welch`` or ``mannwhitney`` for sources)."""
     return Evidence(
@@ -402,5 +415,6 @@ def compute(jobs: list[Job], groups: list[Group], metrics: list[str], test: str 
         controls=data_free_controls(groups),
         splits=split_reasons([j for j in jobs if j.status != "superseded"]),
         hardware_flags=hardware_flags(groups),
+        base_grid_flags=base_grid_flags(groups),
         test=test,
     )

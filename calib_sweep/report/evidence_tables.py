@@ -69,7 +69,7 @@ def _comparison_cells(s) -> list[str]:
 
 def rows(summary: Summary) -> dict[str, list[dict[str, Any]]]:
     """Raw rows per evidence CSV: ``evidence``, ``dispersion_tests``, ``source_comparisons``, ``noise_floor``,
-    ``strategy_comparisons``, ``controls``, ``hardware`` (name -> list of dicts; empty lists are left out)."""
+    ``strategy_comparisons``, ``controls``, ``hardware``, ``base_grid`` (name -> list of dicts; empty lists are left out)."""
     ev = summary.evidence
     if ev is None:
         return {}
@@ -128,6 +128,7 @@ def rows(summary: Summary) -> dict[str, list[dict[str, Any]]]:
         if job.status == "ok":
             counts[job.hardware or "not recorded"] = counts.get(job.hardware or "not recorded", 0) + 1
     out["hardware"] = [{"hardware": k, "jobs_ok": v} for k, v in sorted(counts.items())]
+    out["base_grid"] = [{"group": label, "warning": w} for label, warnings in ev.base_grid_flags for w in warnings]
     return {k: v for k, v in out.items() if v}
 
 
@@ -162,6 +163,17 @@ def tables(summary: Summary, with_variant: bool) -> list[Table]:
              + "Labels: " + "; ".join(f"{r['hardware']} ({r['jobs_ok']} jobs)" for r in hw),
         anchor="hardware",
     ))
+    if ev.base_grid_flags:
+        out.append(Table(
+            title="Base weights already on a quantization grid",
+            header=["group", "base grid"],
+            rows=[[label, " | ".join(warnings)] for label, warnings in ev.base_grid_flags],
+            note="FLAGGED: these jobs quantized a model whose stored weights (results.json weights_storage: the embedded "
+                 "GGUF file's tensor types) already lie on a grid at or within one bit of the job's. Rounding can return "
+                 "to that grid, so RTN is favoured over calibration-based methods by construction; rank methods on a "
+                 "setting where the base grid does not decide (docs/testbed).",
+            anchor="base_grid",
+        ))
     if ev.controls:
         out.append(Table(
             title="Data-free controls: identical whatever the calibration set?",
