@@ -216,7 +216,9 @@ def prepare(cfg: Any, launcher: Any, job: JobState) -> Prepared:
     """Resolve the (validated) config on this machine, then read the model's config and tokenizer.
 
     Stages ``validate`` (continuing :func:`calib_sweep.job.validate`'s time: device, dtype, held-out
-    sources, threads, ``record["runtime"]``) and ``prepare`` (the embedded model is fetched once here).
+    sources, threads, ``record["runtime"]``) and ``prepare`` (the embedded model is fetched once here;
+    ``record["weights_storage"]``, :func:`calib_sweep.models.weights_storage`, with a logged warning
+    when the method quantizes onto a grid at or near the stored one).
 
     Raises:
         ConfigError: a perplexity text with no held-out text, a method or selection that does not fit
@@ -239,6 +241,11 @@ def prepare(cfg: Any, launcher: Any, job: JobState) -> Prepared:
             cfg.samples.n_samples, cfg.samples.seq_len, cfg.seed, getattr(model_config, "max_position_embeddings", None)
         )
         tokenizer = models.load_tokenizer(cfg.model)
+        # How the base weights were stored (GGUF tensor types): a grid near the job's favours rounding.
+        job.record["weights_storage"] = storage = models.weights_storage(cfg.model)
+        warning = models.grid_warning(storage, cfg.method)
+        if warning:
+            log.warning("base weights: %s; %s", models.describe_storage(storage), warning)
         prepared = Prepared(device, dtype, eval_sources, model_config, tokenizer,
                             models.bos_token_id(cfg.model, tokenizer), models.document_separator(cfg.model, tokenizer))
     # What came from the caches of work that does not depend on the calibration set.

@@ -41,6 +41,12 @@ def test_dense_gptq_wanda_sweep_on_the_real_model(tmp_path):
     assert records["gptq"]["compression"]["summary"]["layers_changed"] == 210
     assert abs(records["wanda"]["compression"]["summary"]["min_sparsity"] - 0.5) <= 0.001
     assert records["dense"]["evaluation"]["perplexity/offline_wikipedia"]["tokens_scored"] == 4 * 255
+    # The embedded model's stored grid is recorded, and the GPTQ job (4-bit g64 on Q4_1) warns about it.
+    assert all(list(r["weights_storage"]["linear_params"]) == ["Q4_1"] for r in records.values())
+    logs = {name: (tmp_path / "multirun").rglob(f"*_{name}_*/calib_sweep.log") for name in records}
+    logs = {name: "".join(p.read_text() for p in paths) for name, paths in logs.items()}
+    assert "4-bit g64 on weights already on a 4-bit g32 asymmetric grid" in logs["gptq"]
+    assert "rounding is favoured" not in logs["wanda"] + logs["dense"]
     # The same config again on this machine gives bit-identical figures (the noise floor's premise).
     again = run_cli(["experiment=smoke", "method=gptq", "hydra.run.dir=again"], tmp_path, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
