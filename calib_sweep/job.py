@@ -8,7 +8,7 @@ folder, skips a finished job on resume, runs the stages (:mod:`calib_sweep.stage
 
 ``results.json`` keys: ``status`` ("ok" or "failed"), ``config_key`` (hash of the config, see
 :func:`calib_sweep.tracking.config_key`), ``config`` (resolved), ``inputs`` (fingerprints of the local
-files it reads, :mod:`calib_sweep.inputs`), ``metrics`` (``perplexity/<text>``), ``evaluation``
+files it reads, :mod:`calib_sweep.inputs`), ``weights_storage`` (how the base weights were stored, :mod:`calib_sweep.models.storage`), ``metrics`` (``perplexity/<text>``), ``evaluation``
 (perplexity protocols), ``compression`` (verification figures), ``calibration`` (the manifest),
 ``timings`` (seconds per stage), ``memory`` (peak bytes), ``versions``, ``wandb``, and for failures
 ``error``, ``error_type``, ``stage``.
@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from calib_sweep import cluster, inputs, methods, models, runtime, stages
+from calib_sweep import cluster, inputs, methods, models, numerics, runtime, stages
 from calib_sweep.claims import claim_job_folder
 from calib_sweep.data import validate_row_order_seed, validate_samples, validate_source
 from calib_sweep.data.selection import validate_selection
@@ -69,6 +69,7 @@ def validate(cfg: DictConfig) -> None:
     models.check_dtype(cfg.model, models.resolve_dtype(cfg.dtype, models.resolve_device(cfg.device)))  # fp16 on Gemma-3
     validate_eval(cfg.eval)
     runtime.resolve_threads(cfg.get("threads", "auto"))
+    numerics.validate_match((cfg.get("resume") or {}).get("match", "strict"))
     validate_row_order_seed((cfg.get("perturb") or {}).get("row_order_seed"))
     validate_selection(cfg.get("selection"), cfg.dataset)
     kl_windows = cfg.eval.get("kl_windows", 4)
@@ -90,12 +91,14 @@ def _resolved_dtype(cfg: DictConfig) -> str | None:
         return None
 
 
-def _recorded_inputs(results: Path) -> dict[str, Any] | None:
-    """``inputs`` of a finished job's ``results.json`` (``None``: recorded before inputs were, or unreadable)."""
+def _recorded(results: Path) -> dict[str, Any]:
+    """A finished job's ``results.json`` (``{}`` when unreadable: its ``inputs`` and ``runtime`` then
+    count as matching, as for records older than those fields)."""
     try:
-        return json.loads(results.read_text()).get("inputs")
-    except (OSError, ValueError, AttributeError):
-        return None
+        record = json.loads(results.read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def _tags(cfg: DictConfig) -> list[str]:
@@ -143,7 +146,7 @@ def run_job(
     index_dir = Path(str(resume_cfg.get("index_dir", "multirun/.index")))
     read = inputs.job_inputs(resolved)  # what the key cannot see: the content of local files
     if resume and resume_cfg.get("enabled", True) and not resume_cfg.get("force", False):
-        skipped = _skip_finished(cfg, key, read, output_dir, index_dir, group)
+        skipped = _skip_finished(cfg, key, read, output_dir, index_dir, group, launcher)
         if skipped is not None:
             return skipped
     record: dict[str, Any] = {"status": "running", "config_key": key, "config": resolved, "inputs": read,
@@ -191,19 +194,33 @@ def _run_stages(cfg: DictConfig, job: stages.JobState, launcher: Any, group: str
 
 
 def _skip_finished(cfg: DictConfig, key: str, read: dict[str, Any], output_dir: Path, index_dir: Path,
-                   group: str | None) -> dict[str, Any] | None:
+                   group: str | None, launcher: Any = None) -> dict[str, Any] | None:
     """For ``resume``: the ``skipped.json`` record (written) when ``index_dir`` holds a finished job with
-    config ``key`` whose local inputs are unchanged (its W&B run replayed if it has none), else ``None``
-    (no such job, or an input changed: one log line says which, and the job reruns)."""
+    config ``key`` whose local inputs are unchanged and, under ``resume.match=strict``, whose numerical
+    environment (threads, dtype, device, hardware: :mod:`calib_sweep.numerics`) is the one this job
+    would run under (its W&B run replayed if it has none), else ``None`` (no such job, or an input or
+    the environment changed: one log line says which, and the job reruns)."""
+    match = (cfg.get("resume") or {}).get("match", "strict")
+    if match not in numerics.MATCH_MODES:
+        return None  # validate names the bad value
     previous = find_finished(key, index_dir)
-    reason = inputs.changed(_recorded_inputs(previous), read) if previous is not None else None
+    if previous is None:
+        return None
+    earlier = _recorded(previous)
+    reason = inputs.changed(earlier.get("inputs"), read)
+    current = None
+    if reason is None and match == "strict":
+        current = numerics.environment(cfg.get("device", "auto"), cfg.get("dtype", "auto"), cfg.get("threads", "auto"), launcher)
+        reason = numerics.mismatch(numerics.recorded(earlier.get("runtime")), current)
+        if reason is not None:
+            reason += " (resume.match=config skips it anyway)"
     if reason is not None:
         log.info("rerunning: %s [finished job: %s]", reason, previous)
         return None
-    if previous is None:
-        return None
     log.info("skipping: a finished job with this config exists at %s (resume.force=true reruns it)", previous)
-    skipped: dict[str, Any] = {"status": "skipped", "config_key": key, "results": str(previous)}
+    skipped: dict[str, Any] = {"status": "skipped", "config_key": key, "results": str(previous), "match": match}
+    if current is not None:
+        skipped["environment"] = current
     replayed = replay_run(cfg.get("logger"), previous, output_dir, name=output_dir.name, group=group,
                           tags=_tags(cfg), run_id=key[:32], done_before=index_entry(key, index_dir).get("replayed"))
     if replayed is not None:

@@ -63,8 +63,8 @@ class Job:
         mtime: modification time of ``results.json`` (seconds since the epoch), 0 when missing.
         weights: ``results.json["weights"]``: ``pretrained`` or ``random`` (``model.init=random``); from the
             config (``model.init``) for records without the key.
-        hardware: ``results.json["runtime"]["hardware"]["id"]`` (CPU/GPU, kernels, threads), None when
-            the record predates it.
+        hardware: ``results.json["runtime"]["hardware"]["id"]`` (CPU/GPU, kernels, threads), with
+            ``", <dtype>"`` appended unless the job ran in float32, None when the record predates it.
         repeat: True for a noise-floor rerun of a seed that another (canonical) job represents.
         layers: ``results.json["layers"]`` (per-layer diagnostics: names, output_error, ...), empty if absent.
         base_grid: the warning of :func:`calib_sweep.models.storage.grid_warning` when the job quantized
@@ -249,6 +249,8 @@ def read_job(folder: Path) -> Job:
     runtime = record.get("runtime") if isinstance(record.get("runtime"), dict) else {}
     hardware = runtime.get("hardware") if isinstance(runtime.get("hardware"), dict) else {}
     job.hardware = str(hardware["id"]) if hardware.get("id") else None
+    if job.hardware and runtime.get("dtype") not in (None, "torch.float32"):  # a numerical variant too (issue 31)
+        job.hardware += f", {runtime['dtype']}"
     if isinstance(record.get("weights_storage"), dict):
         from calib_sweep.models.storage import grid_warning
 
