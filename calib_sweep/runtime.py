@@ -5,7 +5,9 @@ SLURM node shared by array tasks) each used torch's default thread count, one pe
 two GPTQ jobs then ran ~10x slower than one after the other.  :func:`resolve_threads` gives each
 job its share of the cores it may use, and :func:`apply_threads` sets torch's intra-op threads and,
 through ``threadpoolctl``, the OpenMP / BLAS pools of numpy and scipy (plus ``OMP_NUM_THREADS`` /
-``MKL_NUM_THREADS`` for child processes).  The top-level ``threads`` key overrides it.
+``MKL_NUM_THREADS`` for child processes).  The share counts the jobs that actually run at once (a
+1-job sweep gets every core, under any launcher): the launching command of a sweep tells its jobs
+how many it has (:data:`SWEEP_JOBS_VARIABLE`).  The top-level ``threads`` key overrides it.
 
 Hardware.  The same config and calibration set gave held-out perplexity 28.90 on one 2-core machine and
 29.58 on another: kernels (AVX2 vs AVX-512, oneDNN vs BLAS, GPU architecture) and thread counts change
@@ -41,19 +43,35 @@ def available_cores() -> int:
         return max(os.cpu_count() or 1, 1)
 
 
+#: Environment variable the launching command of a multirun sets to the number of jobs that can run at
+#: once (the sweep's jobs, or ``hydra.sweeper.max_batch_size`` when smaller); its job processes inherit it.
+SWEEP_JOBS_VARIABLE = "CALIB_SWEEP_SWEEP_JOBS"
+
+
+def _sweep_jobs(environ: dict[str, str]) -> int | None:
+    value = str(environ.get(SWEEP_JOBS_VARIABLE, ""))
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 def resolve_threads(threads: Any, launcher: Any = None, environ: dict[str, str] | None = None) -> tuple[int, str]:
     """The thread count a job should use, and why.
 
     Args:
         threads: the ``threads`` config key: ``auto`` or a positive integer.
         launcher: ``hydra.launcher`` of the run (``None`` for a single run).
-        environ: environment (default ``os.environ``), read for ``SLURM_CPUS_PER_TASK``.
+        environ: environment (default ``os.environ``), read for ``SLURM_CPUS_PER_TASK`` and
+            :data:`SWEEP_JOBS_VARIABLE` (the jobs of the sweep, set by its launching command).
 
     Returns:
         ``(n, reason)``: ``threads`` itself when an integer; for ``auto``: SLURM's
-        ``cpus_per_task`` when set, else the cores divided by the parallel jobs of the joblib
-        launcher (``n_jobs``; -1 = one job per core) or ``cpus_per_task`` of submitit's local
-        launcher (without it: the cores divided by ``array_parallelism``), else all available cores.
+        ``cpus_per_task`` when set; under the joblib launcher the cores divided by the jobs running
+        at once, ``min(n_jobs, jobs in the sweep)`` (``n_jobs`` -1 = one job per core); under
+        submitit's local launcher its ``cpus_per_task`` when set, else the cores divided by the jobs in
+        the sweep (it starts them all at once; an ``array_parallelism`` key, where a launcher config
+        has one, caps that number); else all available cores.  Never below 1; a job never gets fewer
+        threads than the cores left to it (a 1-job sweep gets them all).  Without the sweep's size
+        (another sweeper) the launcher's own bound is used (``n_jobs``; 256 for submitit_local, its
+        unbounded default, i.e. 1 thread).
 
     Raises:
         ConfigError: ``threads`` is neither ``auto`` nor a positive integer.
@@ -68,16 +86,26 @@ def resolve_threads(threads: Any, launcher: Any = None, environ: dict[str, str] 
     if slurm and slurm.isdigit() and int(slurm) > 0:
         return min(int(slurm), cores), "SLURM_CPUS_PER_TASK"
     target = str((launcher or {}).get("_target_", "")) if launcher is not None else ""
+    sweep = _sweep_jobs(environ)
     if target == _JOBLIB:
         n_jobs = launcher.get("n_jobs", -1)
         n_jobs = cores if n_jobs in (None, -1) or int(n_jobs) < 1 else int(n_jobs)
-        return max(cores // n_jobs, 1), f"{cores} cores / {n_jobs} joblib jobs"
+        parallel = min(n_jobs, sweep) if sweep else n_jobs
+        why = f"{cores} cores / {parallel} joblib jobs"
+        if parallel < n_jobs:
+            why += f" (the sweep's {sweep}; n_jobs={n_jobs})"
+        return max(cores // parallel, 1), why
     if target == _SUBMITIT_LOCAL:
         if launcher.get("cpus_per_task"):
             return max(min(int(launcher.cpus_per_task), cores), 1), "submitit cpus_per_task"
-        # submitit's local executor starts up to array_parallelism jobs at once.
-        parallel = int(launcher.get("array_parallelism") or 256)
-        return max(cores // parallel, 1), f"{cores} cores / up to {parallel} submitit_local jobs"
+        # submitit's local executor starts every job of the sweep at once (no array_parallelism option).
+        bound = launcher.get("array_parallelism")
+        bound = int(bound) if bound else None
+        parallel = min(b for b in (sweep, bound) if b) if (sweep or bound) else 256
+        why = f"{cores} cores / {parallel} submitit_local jobs"
+        if not sweep:
+            why = f"{cores} cores / up to {parallel} submitit_local jobs"
+        return max(cores // parallel, 1), why
     return cores, "all available cores"
 
 

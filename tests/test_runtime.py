@@ -20,6 +20,8 @@ from helpers import compose_cfg, tiny_overrides
 JOBLIB = {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 2}
 LOCAL = {"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher", "cpus_per_task": None,
          "array_parallelism": 4}
+#: submitit_local as Hydra composes it: no array_parallelism key (it starts every job at once).
+LOCAL_HYDRA = {"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher", "cpus_per_task": None}
 
 
 @pytest.fixture
@@ -38,6 +40,16 @@ def eight_cores(monkeypatch):
         ("auto", {**LOCAL, "cpus_per_task": 3}, {}, (3, "submitit cpus_per_task")),
         ("auto", JOBLIB, {"SLURM_CPUS_PER_TASK": "6"}, (6, "SLURM_CPUS_PER_TASK")),
         (3, JOBLIB, {"SLURM_CPUS_PER_TASK": "6"}, (3, "threads config key")),
+        # Issue 31 item 2: the share fits the sweep (CALIB_SWEEP_SWEEP_JOBS, set by the launching command).
+        ("auto", JOBLIB, {"CALIB_SWEEP_SWEEP_JOBS": "1"}, (8, "8 cores / 1 joblib jobs (the sweep's 1; n_jobs=2)")),
+        ("auto", JOBLIB, {"CALIB_SWEEP_SWEEP_JOBS": "5"}, (4, "8 cores / 2 joblib jobs")),
+        ("auto", {**JOBLIB, "n_jobs": -1}, {"CALIB_SWEEP_SWEEP_JOBS": "3"}, (2, "8 cores / 3 joblib jobs (the sweep's 3; n_jobs=8)")),
+        ("auto", LOCAL_HYDRA, {"CALIB_SWEEP_SWEEP_JOBS": "1"}, (8, "8 cores / 1 submitit_local jobs")),
+        ("auto", LOCAL_HYDRA, {"CALIB_SWEEP_SWEEP_JOBS": "2"}, (4, "8 cores / 2 submitit_local jobs")),
+        ("auto", LOCAL_HYDRA, {"CALIB_SWEEP_SWEEP_JOBS": "12"}, (1, "8 cores / 12 submitit_local jobs")),
+        ("auto", LOCAL, {"CALIB_SWEEP_SWEEP_JOBS": "2"}, (4, "8 cores / 2 submitit_local jobs")),
+        ("auto", LOCAL_HYDRA, {}, (1, "8 cores / up to 256 submitit_local jobs")),
+        ("auto", None, {"CALIB_SWEEP_SWEEP_JOBS": "4"}, (8, "all available cores")),
     ],
 )
 def test_thread_share(eight_cores, threads, launcher, environ, expected):
