@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from calib_sweep import assets, paths
-from calib_sweep.errors import ConfigError
+from calib_sweep.errors import ConfigError, lookup
 
 #: Bump when any conversion below changes: it is part of the cache key of the converted files.
 CONVERTER_VERSION = "1"
@@ -158,9 +158,7 @@ def task_spec(name: str) -> TaskSpec:
     Raises:
         ConfigError: unknown name (the message lists the known ones).
     """
-    if name not in TASKS:
-        raise ConfigError(f"eval.zeroshot.tasks names unknown task {name!r}. Fix: use some of {sorted(TASKS)}.")
-    return TASKS[name]
+    return lookup(TASKS, name, "eval.zeroshot.tasks names unknown task {name!r}. Fix: use some of {known}.")
 
 
 def lm_eval_tasks_dir() -> Path:

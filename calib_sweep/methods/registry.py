@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from calib_sweep.errors import ConfigError
+from calib_sweep.errors import ConfigError, lookup
 from calib_sweep.methods.hessian import calibration_sequences
 from calib_sweep.methods.targets import target_shapes
 
@@ -99,9 +99,7 @@ def get_method(name: Any) -> Method:
     Raises:
         ConfigError: unknown name (one line listing the registered ones).
     """
-    if name not in METHODS:
-        raise ConfigError(f"method.name={name!r} is unknown. Fix: use one of {sorted(METHODS)}.")
-    return METHODS[name]
+    return lookup(METHODS, name, "method.name={name!r} is unknown. Fix: use one of {known}.")
 
 
 class _Kinds(Mapping):

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from calib_sweep.errors import ConfigError
+from calib_sweep.errors import ConfigError, lookup
 
 
 @dataclass
@@ -127,9 +127,7 @@ def get_strategy(name: str) -> Strategy:
     Raises:
         ConfigError: unknown name (the message lists the known ones).
     """
-    if name not in STRATEGIES:
-        raise ConfigError(f"selection.name={name!r} is unknown. Fix: selection=<one of {sorted(STRATEGIES)}>.")
-    return STRATEGIES[name]
+    return lookup(STRATEGIES, name, "selection.name={name!r} is unknown. Fix: selection=<one of {known}>.")
 
 
 def resolve(selection_cfg: Any) -> tuple[Strategy, dict[str, Any]]:
