@@ -4,7 +4,8 @@ Composes the config (``conf/config.yaml``), runs one job (:func:`calib_sweep.job
 nothing else.  In a single run a failure exits non-zero with one line on stderr (exit code 2 for
 invalid input).  In a multirun (``-m``) a failed job leaves its failure record and the sweep goes on.
 SIGTERM or SIGINT (``scancel``, a time limit, Ctrl-C) ends the job with a failure record
-(``error_type: Terminated``) and the process with exit code 128 + the signal number, sweep or not.
+(``error_type: Terminated``) and the process with exit code 128 + the signal number, sweep or not;
+sent to the command that launched a sweep, it stops the sweep's jobs first (:mod:`calib_sweep.stopping`).
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ log = logging.getLogger("calib_sweep")
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def _app(cfg: DictConfig) -> float | None:
+    from calib_sweep import stopping
     from calib_sweep.assets import AssetError
     from calib_sweep.cluster import is_scheduler_launcher
     from calib_sweep.errors import ConfigError
     from calib_sweep.job import report_failure, run_job
-    from calib_sweep.runtime import Terminated
+    from calib_sweep.runtime import Terminated, TerminationSignals
 
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
@@ -35,23 +37,39 @@ def _app(cfg: DictConfig) -> float | None:
     # One W&B group per sweep: the sweep folder, e.g. multirun/2026-11-29/14-30-00.
     group = str(hydra_cfg.sweep.dir) if multirun else None
     launcher = hydra_cfg.launcher if multirun else None
-    try:
-        record = run_job(cfg, output_dir, resume=multirun, group=group, launcher=launcher)
-    except Terminated as exc:
-        report_failure(exc, output_dir)
-        if multirun and is_scheduler_launcher(launcher):
-            return None  # one scheduler job of many: its failure record speaks for it in the summary
-        sys.exit(128 + exc.signum)
-    except (ConfigError, AssetError) as exc:
-        report_failure(exc, output_dir)
-        if multirun:
-            return None
-        sys.exit(2)
-    except Exception as exc:  # run_job logged the one-line error and its stage as the job log's last line
-        if multirun:
-            return None
-        report_failure(exc, output_dir)
-        sys.exit(1)
+    # A job process of a local parallel sweep: the sweep's launching command forwards a signal to it
+    # when stopped, and waits for its record (calib_sweep.stopping).
+    kind = stopping.launcher_kind(launcher) if multirun else None
+    local = kind in stopping.LOCAL_KINDS
+    # The whole job, not only run_job's stages, handles SIGTERM/SIGINT: a joblib worker killed by a
+    # signal before its job's stages would make joblib kill the other workers mid-record.
+    with TerminationSignals() as signals:
+        entry = stopping.register(group, output_dir) if local else None
+        try:
+            if local:
+                stopping.check(group)  # the sweep is stopping: this job ends before it starts
+            record = run_job(cfg, output_dir, resume=multirun, group=group, launcher=launcher)
+        except Terminated as exc:
+            signals.signum = signals.signum or exc.signum  # later signals wait: the job is ending
+            report_failure(exc, output_dir)
+            if kind == "joblib":  # in a stopping sweep, this worker ends here: it must not start a queued job
+                stopping.hold(group, entry, 128 + exc.signum)
+            stopping.unregister(entry)
+            if multirun and is_scheduler_launcher(launcher):
+                return None  # one scheduler job of many: its failure record speaks for it in the summary
+            sys.exit(128 + exc.signum)
+        except (ConfigError, AssetError) as exc:
+            report_failure(exc, output_dir)
+            if multirun:
+                return None
+            sys.exit(2)
+        except Exception as exc:  # run_job logged the one-line error and its stage as the job log's last line
+            if multirun:
+                return None
+            report_failure(exc, output_dir)
+            sys.exit(1)
+        finally:
+            stopping.unregister(entry)
     if record["status"] == "skipped":
         return None
     metrics = record["metrics"]
@@ -80,9 +98,11 @@ def main() -> None:
 
     Exit status: 0 when the job (or every job of a sweep) is ok or skipped; 1 when one failed (a
     sweep prints a summary block, see :mod:`calib_sweep.sweep_summary`); 2 for a config error
-    before any job starts; 128 + N when signal N stopped it.
+    before any job starts (or every job of a sweep refused by a config check); 128 + N when signal N
+    stopped it (a sweep's jobs stopped first, its summary printed: :mod:`calib_sweep.stopping`).
     """
     from calib_sweep import sweep_summary
+    from calib_sweep.runtime import Terminated
 
     refused = command_line_conflict(sys.argv[1:])
     if refused:
@@ -90,6 +110,10 @@ def main() -> None:
         sys.exit(2)
     try:
         _app()
+    except Terminated as exc:  # the sweep's launching command was signalled (calib_sweep.stopping)
+        code = 128 + exc.signum
+        interrupted = sweep_summary.summarize_interrupted(code)
+        sys.exit(max(code, interrupted or 0))
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         interrupted = sweep_summary.summarize_interrupted(code) if code else None

@@ -17,7 +17,8 @@ floating-point summation order.  :func:`hardware_record` says what a job ran on,
 Termination.  SLURM's ``scancel``, preemption and time limits send SIGTERM; a user sends SIGINT.
 :class:`TerminationSignals` turns both into :class:`Terminated` inside the job, so the job's
 ordinary failure path writes its failure record (``error_type: Terminated``, the stage) instead of
-dying with nothing written.
+dying with nothing written; a signal sent to a sweep's launching command is forwarded to its jobs
+(:mod:`calib_sweep.stopping`).
 """
 
 from __future__ import annotations
@@ -234,7 +235,12 @@ class Terminated(BaseException):
 class TerminationSignals:
     """Context manager: while active, SIGTERM and SIGINT raise :class:`Terminated` in the main thread.
 
-    :meth:`deferred` holds a signal back while a record is being written, and raises it after.
+    The first signal raises; later ones are held (kept in :attr:`pending`, not raised): the job is
+    already ending, and a second raise would cut its failure record short (a Ctrl-C reaches a job of a
+    parallel sweep twice: from the terminal and forwarded by the sweep).  :attr:`signum` is the signal
+    that ended the job (``None`` while none has); setting it holds later signals the same way.
+    :meth:`deferred` holds a signal back while a record is being written, and raises it after (unless
+    one was raised already).  Nested contexts pass :attr:`signum` on to the enclosing one on exit.
     Outside the main thread (where Python cannot install handlers) it does nothing.  The previous
     handlers are restored on exit.
     """
@@ -245,11 +251,13 @@ class TerminationSignals:
         self._previous: dict[int, Any] = {}
         self._defer = False
         self.pending: int | None = None
+        self.signum: int | None = None
 
     def _handle(self, signum, frame):
-        if self._defer:
-            self.pending = signum
+        if self._defer or self.signum is not None:
+            self.pending = self.pending or signum
             return
+        self.signum = signum
         raise Terminated(signum)
 
     def __enter__(self) -> "TerminationSignals":
@@ -260,17 +268,22 @@ class TerminationSignals:
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
+            outer = getattr(handler, "__self__", None)
+            if isinstance(outer, TerminationSignals) and self.signum is not None and outer.signum is None:
+                outer.signum = self.signum  # the enclosing context is ending the same job
             signal.signal(sig, handler)
         self._previous.clear()
 
     @contextlib.contextmanager
     def deferred(self):
-        """Signals that arrive inside the block are raised (as :class:`Terminated`) after it."""
+        """Signals that arrive inside the block are raised (as :class:`Terminated`) after it, unless
+        a signal already ended the job."""
         self._defer = True
         try:
             yield
         finally:
             self._defer = False
-        if self.pending is not None:
+        if self.pending is not None and self.signum is None:
             signum, self.pending = self.pending, None
+            self.signum = signum
             raise Terminated(signum)

@@ -52,3 +52,51 @@ def tiny_arc_file(folder: Path, n: int = 6) -> Path:
             handle.write(json.dumps(row) + "\n")
     return path
 
+
+
+SLOW_COMPRESS_SITE = '''
+"""Test-only: every Python process of the sweep (launcher, joblib workers, submitit tasks) replaces
+calib_sweep.methods.compress, when that module loads, by one that marks its pid and sleeps."""
+import os, sys, time
+from pathlib import Path
+
+
+class _SlowCompress:
+    def find_spec(self, name, path=None, target=None):
+        if name != "calib_sweep.methods":
+            return None
+        sys.meta_path.remove(self)
+        import importlib.util
+        spec = importlib.util.find_spec(name)
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+
+            def slow(*args, **kwargs):
+                Path(os.environ["SLOW_COMPRESS_MARKS"], str(os.getpid())).write_text("")
+                time.sleep(float(os.environ.get("SLOW_COMPRESS_S", "300")))
+            module.compress = slow
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+sys.meta_path.insert(0, _SlowCompress())
+'''
+
+
+def slow_compress_env(folder: Path) -> tuple[dict[str, str], Path]:
+    """Environment under which every ``calib_sweep`` process of a sweep (its workers and tasks too) hangs in
+    the compress stage (``calib_sweep.methods.compress`` sleeps), after writing ``<marks>/<pid>``.
+
+    Returns:
+        ``(env overrides, marks folder)``: ``PYTHONPATH`` with a ``sitecustomize.py`` that patches the
+        module as it loads, ``SLOW_COMPRESS_MARKS``.
+    """
+    site = folder / "slow_site"
+    marks = folder / "compressing"
+    site.mkdir(parents=True, exist_ok=True)
+    marks.mkdir(parents=True, exist_ok=True)
+    (site / "sitecustomize.py").write_text(SLOW_COMPRESS_SITE)
+    path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
+    return {"PYTHONPATH": path, "SLOW_COMPRESS_MARKS": str(marks)}, marks

@@ -79,12 +79,35 @@ def test_signals_raise_terminated_and_defer_while_recording():
         with pytest.raises(runtime.Terminated, match=r"terminated by SIGTERM \(signal 15\)"):
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)
+        assert signals.signum == signal.SIGTERM
+    with runtime.TerminationSignals() as signals:
         with pytest.raises(runtime.Terminated, match="SIGINT"):
             with signals.deferred():
                 os.kill(os.getpid(), signal.SIGINT)
                 time.sleep(0.2)
                 written = True  # the block finishes before the signal is raised
         assert written
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_a_second_signal_does_not_cut_the_failure_record_short():
+    """Issue 32: a Ctrl-C reaches a job of a parallel sweep twice (terminal + forwarded by the sweep)."""
+    with runtime.TerminationSignals() as outer:
+        with runtime.TerminationSignals() as inner:
+            with pytest.raises(runtime.Terminated, match="SIGTERM"):
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            os.kill(os.getpid(), signal.SIGINT)  # held: the job is already ending
+            time.sleep(0.1)
+            with inner.deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.1)
+            recorded = True  # not raised after the block either
+        assert recorded and inner.pending == signal.SIGINT
+        assert outer.signum == signal.SIGTERM  # passed on: the enclosing handler holds signals too
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.1)
+        assert outer.pending == signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import run_cli, tiny_overrides
+from helpers import run_cli, slow_compress_env, tiny_overrides
 
 pytestmark = pytest.mark.slurm
 
@@ -198,3 +198,37 @@ def test_unknown_partition_fails_at_submission_in_one_line(sinfo, tmp_path):
     assert "SLURM refused the sweep's jobs: sbatch: error:" in line
     assert "Invalid partition name specified" in line and "partition=no_such_partition" in line and "Fix:" in line
     assert "2 not started" in proc.stderr
+
+
+def test_signal_to_the_launching_command_cancels_the_array(partition, tiny_model_dir, tiny_corpus, tmp_path,
+                                                           cancel_leftovers):
+    """Issue 32 item 1: SIGTERM to the command waiting for a SLURM sweep cancels its job array (scancel)
+    and says so; each running task writes its failure record; summary and exit 143 follow."""
+    env, marks = slow_compress_env(tmp_path)
+    sweep = tmp_path / "multirun" / "stop"
+    args = ["-m", *tiny_overrides(tiny_model_dir, tiny_corpus), "method=rtn", "eval.dense_baseline=false", "seed=0,1",
+            *cpu_node(partition), f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.Popen([sys.executable, "-m", "calib_sweep", *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0", **env})
+    try:
+        _wait_for(lambda: len(list(marks.iterdir())) == 2, 300, "both SLURM tasks in compress")
+        arrays = sorted({p.name.split("_")[0] for p in (sweep / ".submitit").iterdir() if p.name[0].isdigit()})
+        assert len(arrays) == 1, arrays
+        proc.send_signal(15)
+        _, stderr = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, stderr[-3000:]
+    assert f"SIGTERM: cancelled the sweep's SLURM job array (scancel {arrays[0]})" in stderr, stderr[-3000:]
+    queued = subprocess.run(["squeue", "-h", "-j", arrays[0]], capture_output=True, text=True).stdout
+    assert not queued.strip(), queued  # nothing of the array left queued or running
+    records = job_records(sweep)
+    assert sorted(records) == ["0_rtn_local_jsonl_s0", "1_rtn_local_jsonl_s1"]
+    for record in records.values():
+        assert record["status"] == "failed" and record["error_type"] == "Terminated" and record["stage"] == "compress"
+        assert record["slurm"]["array_job_id"] == arrays[0]
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert summary["killed"] == 2 and summary["stopped_by"] == "SIGTERM" and summary["exit_status"] == 143
+    assert "2 jobs: 0 ok, 2 failed, 0 skipped (already done), 0 not started; stopped by SIGTERM; 2 killed" in stderr

@@ -102,3 +102,44 @@ def test_every_job_refused_at_validate_exits_2_like_a_single_run():
     other = {"state": "failed", "stage": "compress", "error_type": "RuntimeError"}
     assert exit_status({"counts": counts, "jobs": [refused, other]}) == 1
     assert exit_status({"counts": {**counts, "failed": 1, "ok": 1}, "jobs": [refused, {"state": "ok"}]}) == 1
+
+
+def test_refused_at_prepare_exits_2_and_a_stopped_sweep_counts_its_unrecorded_jobs_killed(tmp_path):
+    """Issue 32 items 1-2: refused = ConfigError at validate or prepare; a folder with no record in a
+    sweep stopped by a signal is a job the stop killed."""
+    from calib_sweep.sweep_summary import exit_status
+
+    sweep = tmp_path / "sweep"
+    for num, name, files in [(0, "0_a", {"results.json": {"status": "failed", "error": "method.group_size=100 ...",
+                                                          "error_type": "ConfigError", "stage": "prepare"}}),
+                             (1, "1_b", {})]:
+        (sweep / name / ".hydra").mkdir(parents=True)
+        (sweep / name / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  job:\n    num: {num}\n")
+        for file, record in files.items():
+            (sweep / name / file).write_text(json.dumps(record))
+    summary = sweep_summary.summarize(sweep, [["seed=0"], ["seed=1"]], stopped_by=15)
+    assert (summary["refused"], summary["killed"], summary["stopped_by"]) == (1, 1, "SIGTERM")
+    text = sweep_summary.format_summary(summary)
+    assert "2 jobs: 0 ok, 2 failed, 0 skipped (already done), 0 not started; stopped by SIGTERM; 1 killed by a signal; " \
+           "1 refused by a config check before weights load" in text
+    assert f"  refused in prepare: {sweep}/0_a: method.group_size=100 ..." in text
+    assert f"  killed: {sweep}/1_b: stopped by SIGTERM before it wrote a record" in text
+    refused = {"state": "failed", "stage": "prepare", "error_type": "ConfigError"}
+    counts = {"ok": 0, "failed": 2, "skipped": 0, "not_started": 0}
+    assert exit_status({"counts": counts, "jobs": [refused, {**refused, "stage": "validate"}]}) == 2
+    assert exit_status({"counts": counts, "jobs": [refused, {**refused, "stage": "load"}]}) == 1
+    # Not stopped: the same folder is a job that ended without a record.
+    assert sweep_summary.summarize(sweep, [["seed=0"], ["seed=1"]])["jobs"][1]["error_type"] == "NoRecord"
+
+
+def test_export_sweep_size_counts_the_jobs_that_run_at_once():
+    """Issue 31 item 2: the launching command tells its jobs how many the sweep has (thread share)."""
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.create({"hydra": {"sweeper": {"params": {"seed": "0,1,2"}, "max_batch_size": None},
+                                         "overrides": {"task": ["method=dense,rtn"]}}})
+    environ = {}
+    assert sweep_summary.export_sweep_size(config, environ) == 6 and environ == {"CALIB_SWEEP_SWEEP_JOBS": "6"}
+    config.hydra.sweeper.max_batch_size = 4
+    assert sweep_summary.export_sweep_size(config, environ) == 4 and environ["CALIB_SWEEP_SWEEP_JOBS"] == "4"
+    assert sweep_summary.export_sweep_size(OmegaConf.create({}), environ) is None and environ == {}
