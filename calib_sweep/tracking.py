@@ -135,6 +135,9 @@ def config_key(resolved: dict[str, Any], dtype: str | None = None) -> str:
     so is ``eval.layer_diagnostics: false`` (a job without diagnostics has the key it had before the
     switch existed; the diagnostics only add a record, they never change a metric), and
     ``dataset.format: text`` / ``dataset.chat_template: null`` (the defaults: keys as before those fields).
+    GPTQ's ``method.static_groups: true`` on the llmcompressor backend is left out too: it is what every GPTQ
+    config before the option ran, so those jobs keep their keys; ``false`` (the default) is another algorithm
+    and another key.
     """
     payload = {k: v for k, v in resolved.items() if k not in _NOT_IN_KEY}
     if payload.get("selection") == DEFAULT_SELECTION:
@@ -145,6 +148,10 @@ def config_key(resolved: dict[str, Any], dtype: str | None = None) -> str:
     dataset = payload.get("dataset")
     if isinstance(dataset, dict):  # plain text and no template override: keys as before dataset.format existed
         payload["dataset"] = {k: v for k, v in dataset.items() if (k, v) not in (("format", "text"), ("chat_template", None))}
+    method = payload.get("method")
+    if (isinstance(method, dict) and method.get("name") == "gptq" and method.get("static_groups") is True
+            and method.get("backend", "llmcompressor") == "llmcompressor"):  # as before static_groups existed
+        payload["method"] = {k: v for k, v in method.items() if k != "static_groups"}
     if dtype is not None:
         payload["_resolved_dtype"] = dtype
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()

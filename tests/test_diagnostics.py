@@ -35,7 +35,7 @@ def test_gptq_errors_are_the_librarys_return_values(tiny_model_dir, tiny_corpus,
         return quantized, losses, fallback
 
     monkeypatch.setattr(gptq_base, "quantize_weight", spy)
-    record = _run(tiny_model_dir, tiny_corpus, tmp_path, "gptq")
+    record = _run(tiny_model_dir, tiny_corpus, tmp_path, "gptq", "method.static_groups=true")  # the llmcompressor path
     layers = record["layers"]
     assert len(layers["names"]) == len(layers["output_error"]) == len(layers["library_error"]) == 14  # 2 blocks x 7
     assert sorted(layers["library_error"]) == pytest.approx(sorted(seen))

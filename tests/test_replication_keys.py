@@ -29,10 +29,14 @@ def test_every_replication_cpu_job_keeps_its_key():
     with initialize_config_module(config_module="calib_sweep.conf", version_base="1.3"):
         changed = []
         for m, d in itertools.product(METHODS, SOURCES):  # one compose per cell; the seed is a plain top-level int
+            # GPTQ's committed jobs ran static group scales (llmcompressor): method.static_groups=true keeps their
+            # keys; the default static_groups=false is the published algorithm, a new key (issue 26 item 1)
+            static = ["method.static_groups=true"] if m == "gptq" else []
             resolved = OmegaConf.to_container(compose(config_name="config", overrides=[
-                "experiment=replication_cpu", f"method={m}", f"dataset={d}"]), resolve=True)
+                "experiment=replication_cpu", f"method={m}", f"dataset={d}", *static]), resolve=True)
             changed += [f"{m}/{d}/s{s}" for s in range(5)
                         if config_key({**resolved, "seed": s}, "torch.float32") != KEYS[f"{m}/{d}/s{s}"]]
         assert changed == []
-        assert key("method=gptq", "dataset=offline_news", "seed=3") == KEYS["gptq/offline_news/s3"]  # seed composed too
+        assert key("method=gptq", "dataset=offline_news", "seed=3", "method.static_groups=true") == KEYS["gptq/offline_news/s3"]
+        assert key("method=gptq", "dataset=offline_news", "seed=3") != KEYS["gptq/offline_news/s3"]  # faithful GPTQ
         assert key("method=wanda", "dataset=offline_news", "seed=0", "method.sparsity=0.6") != KEYS["wanda/offline_news/s0"]

@@ -228,12 +228,35 @@ def decoder_blocks(model: torch.nn.Module, layers: dict[str, torch.nn.Module]) -
     return []
 
 
+def block_plan(model: torch.nn.Module, layers: dict[str, torch.nn.Module]) -> list[tuple[torch.nn.Module | None, dict]]:
+    """The order in which GPTQ-style methods quantize ``layers`` (GPTQ Sec. 4, reference ``llama.py``).
+
+    Returns:
+        ``[(decoder block, {name: layer inside it})]`` in block order, for blocks holding target layers,
+        then ``(None, {the layers outside every block})`` if any.  Quantizing the groups in this order,
+        each one's Hessians accumulated by a forward pass stopped after its block
+        (:func:`calib_sweep.methods.hessian.accumulate_hessians` with ``stop_after=block``), gives every
+        block inputs computed by the already-quantized blocks before it.
+    """
+    plan: list[tuple[torch.nn.Module | None, dict]] = []
+    remaining = dict(layers)
+    for block_name, block in decoder_blocks(model, layers):
+        inside = {k: v for k, v in layers.items() if k.startswith(block_name + ".")}
+        for k in inside:
+            remaining.pop(k)
+        if inside:
+            plan.append((block, inside))
+    if remaining:
+        plan.append((None, remaining))
+    return plan
+
+
 def spqr_compress(model: torch.nn.Module, sequences: list[torch.Tensor], method_cfg: Any, layers: dict) -> dict:
     """Compress ``layers`` of ``model`` in place with SpQR, one decoder block at a time.
 
     Block ``i``'s Hessians come from a forward pass (stopped after block ``i``) through the model whose
     blocks ``< i`` are already quantized, as in GPTQ's sequential scheme (GPTQ Sec. 4).  Layers
-    outside any block are quantized last from one more pass.
+    outside any block are quantized last from one more pass (:func:`block_plan`).
 
     Args:
         model: causal LM; sequences: unpadded ``int64 [1, len]`` tensors; method_cfg: ``method``
@@ -243,17 +266,7 @@ def spqr_compress(model: torch.nn.Module, sequences: list[torch.Tensor], method_
     Returns:
         ``{"layers": {name: LayerResult}, "summary": {avg_bits, outlier_fraction, ...}}``.
     """
-    blocks = decoder_blocks(model, layers)
-    plan: list[tuple[torch.nn.Module | None, dict]] = []
-    remaining = dict(layers)
-    for block_name, block in blocks:
-        inside = {k: v for k, v in layers.items() if k.startswith(block_name + ".")}
-        for k in inside:
-            remaining.pop(k)
-        if inside:
-            plan.append((block, inside))
-    if remaining:
-        plan.append((None, remaining))
+    plan = block_plan(model, layers)
     threshold = method_cfg.get("outlier_threshold")
     threshold = float("inf") if threshold in (None, "inf", float("inf")) else float(threshold)
     results: dict[str, LayerResult] = {}

@@ -57,14 +57,36 @@ def check_damp(method_cfg: Any) -> None:
         raise ConfigError(f"method.damp_percent={damp!r} must lie in (0, 1). Fix: e.g. method.damp_percent=0.01.")
 
 
-def check_quantization(
-    method_cfg: Any, targets: dict, allow_null: bool = True, candidates: tuple = (32, 64, 128, 256)
-) -> None:
-    """``method.w_bits`` is an integer in 2..8 and ``method.group_size`` fits every target's input width.
+def refuse_static_groups(method_cfg: Any) -> None:
+    """``method.static_groups`` is GPTQ's option alone (:mod:`calib_sweep.methods.gptq`): on any other method
+    (RTN and AWQ have no error updates, so their group scales are static by construction; SpQR fits its
+    groups as it reaches them; pruning has no quantization groups) it is refused rather than ignored.
 
     Raises:
-        ConfigError: see :func:`check_group` (``allow_null``: null means one group per output channel).
+        ConfigError: the key is present (one line naming the value and the fix).
     """
+    if "static_groups" in method_cfg:
+        value = method_cfg.get("static_groups")
+        raise ConfigError(
+            f"method.static_groups={value!r} is an option of method=gptq with a group_size only; method.name="
+            f"{method_cfg.get('name')} has no GPTQ quantization groups to compute statically or as they are reached. "
+            "Fix: drop method.static_groups, or use method=gptq."
+        )
+
+
+def check_quantization(
+    method_cfg: Any, targets: dict, allow_null: bool = True, candidates: tuple = (32, 64, 128, 256),
+    static_groups: bool = False,
+) -> None:
+    """``method.w_bits`` is an integer in 2..8 and ``method.group_size`` fits every target's input width;
+    ``method.static_groups`` is refused unless ``static_groups`` (GPTQ checks it itself).
+
+    Raises:
+        ConfigError: see :func:`check_group` (``allow_null``: null means one group per output channel) and
+            :func:`refuse_static_groups`.
+    """
+    if not static_groups:
+        refuse_static_groups(method_cfg)
     bits = method_cfg.w_bits
     if not is_int(bits) or not 2 <= bits <= 8:
         raise ConfigError(f"method.w_bits={bits!r} must be an integer in 2..8. Fix: e.g. method.w_bits=4.")
@@ -76,8 +98,10 @@ def check_pruning(method_cfg: Any, targets: dict) -> None:
     with it (sparsity ``1 - N/M``) and whose M divides every target's input width.
 
     Raises:
-        ConfigError: the first of these that fails, with the fix.
+        ConfigError: the first of these that fails, with the fix (and ``method.static_groups``, a
+            quantization option, see :func:`refuse_static_groups`).
     """
+    refuse_static_groups(method_cfg)
     sparsity = method_cfg.sparsity
     if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 < sparsity < 1:
         raise ConfigError(f"method.sparsity={sparsity!r} must lie in (0, 1). Fix: e.g. method.sparsity=0.5.")
