@@ -36,11 +36,13 @@ The algorithm, per linear layer ``W`` (``m`` outputs x ``n`` inputs), with the n
   ``scale = 2 max|x| / (2^b - 1)``, ``zero = 2^(b-1)``; an all-zero row gets ``[-1, 1]``;
   ``q = scale * (clamp(round(w / scale) + zero, 0, 2^b - 1) - zero)``.  Per channel (``group_size:
   null``) one grid per row is fitted once on the un-updated weights.
-* Groups (the paper's grouping, Sec. 5 / reference ``fasterquant(groupsize=g)``): when column ``j`` with
+* Groups (the paper's grouped quantization, one grid per ``g`` consecutive input columns; reference
+  ``fasterquant(groupsize=g)``): when column ``j`` with
   ``j % g == 0`` is reached, the grid of columns ``j .. j+g-1`` is fitted on the weights as the lazy
   updates have left them: updated by every earlier block, while the updates of earlier columns of the
-  same block are still pending (applied to the block's working copy only), exactly as the reference,
-  AutoGPTQ and GPTQModel do.  ``static_groups=True`` (for tests and comparisons; the job runs
+  same block are still pending (applied to the block's working copy only), exactly as the reference
+  does (so with ``B = 128, g = 64`` the second group of every block is fitted before the first group's
+  updates reach it; in block 0 both grids are the static ones).  ``static_groups=True`` (for tests and comparisons; the job runs
   llmcompressor for it) fits every group once on the un-updated weights before the loop instead
   (reference ``static_groups=True``).
 * Act order (reference ``--act-order``, described in its README; not in the paper's first version):

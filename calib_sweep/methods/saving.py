@@ -88,7 +88,8 @@ def save(model, method_cfg: Any, directory: str | Path, tokenizer=None) -> Path:
     What each method family gets (pinned stack: llmcompressor 0.14.0.1, compressed-tensors 0.19.0,
     transformers 5.17):
 
-    * quantization through llmcompressor (``rtn``, ``gptq`` with ``backend: llmcompressor``, ``awq``):
+    * quantization through llmcompressor (``rtn``, ``gptq`` with ``static_groups: true`` and ``backend:
+      llmcompressor``, ``awq``):
       compressed-tensors ``pack-quantized`` (``save_pretrained(..., save_compressed=True)``): int weights
       packed into int32 with their scales (and zero points when asymmetric, ``g_idx`` with act-order);
       ``config.json`` holds ``quantization_config`` (``quant_method: compressed-tensors``, ``format``,
@@ -108,7 +109,8 @@ def save(model, method_cfg: Any, directory: str | Path, tokenizer=None) -> Path:
     * ``spqr``: plain dequantized weights: compressed-tensors has no form for its fp16 outliers and
       3-bit group statistics, so it is saved as its effective (dequantized) weights, dense size.
     * ``gptq`` with ``backend: optimum``: plain dequantized weights (optimum 2.3.0 tags its v1-packed
-      weights ``gptq_v2`` and the reloaded model's perplexity is wrong), dense size.
+      weights ``gptq_v2`` and the reloaded model's perplexity is wrong), dense size; ``gptq`` with
+      ``static_groups: false`` (:mod:`calib_sweep.methods.gptq_faithful`, no packer): likewise.
     * any other method: plain weights as it compressed them, ``note`` its registered ``save_note``.
 
     Every save also writes ``compression.json`` (:data:`SAVE_RECORD`): ``method``, ``kind``, ``format``,
