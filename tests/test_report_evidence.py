@@ -119,7 +119,11 @@ def test_statistics_across_sources_in_every_format(tmp_path):
     assert pile["mean_ci_low"] == "n/a (n=2 < 3)" and pile["sets_needed"] == "n/a (n=2 < 3)"
     c4 = next(r for r in rows if r["method"] == "sparsegpt" and r["source"] == "c4" and r["metric"] == "perplexity/wikitext")
     assert float(c4["mean_ci_low"]) < float(c4["mean"]) < float(c4["mean_ci_high"])
-    assert c4["bootstrap_seed"] == "0" and c4["bootstrap_resamples"] == "9999"
+    low, high = stats.t.interval(0.95, 4, loc=np.mean(values["c4"]), scale=stats.sem(values["c4"]))
+    assert (float(c4["mean_ci_low"]), float(c4["mean_ci_high"])) == (pytest.approx(low), pytest.approx(high))
+    assert c4["mean_ci_method"] == "95% Student t (scipy.stats.t.ppf)"
+    assert c4["sd_ci_method"] == "95% Bonett 2006 (kurtosis-adjusted; n >= 5)"
+    assert pile["sd_ci_low"] == "n/a (n=2 < 3)" and pile["sd_ci_method"].startswith("95% chi-square")
     half = 0.01 * float(c4["mean"])
     n = int(c4["sets_needed"])
     s = float(c4["sd"])
@@ -260,3 +264,106 @@ def test_jobs_refused_at_validate_form_no_group_or_variant(tmp_path):
     assert summary.counts == {"ok": 1, "failed": 1} and not summary.evidence.splits
     refused = next(j for j in jobs if j.status == "failed")
     assert refused.config_refused and not refused.repeat
+
+
+def _power_sweep(root):
+    """gptq x 3 sources x 3 sets (perplexity): c4 and fiction 0.01 apart with a tiny SD (equivalent within 1%),
+    wikipedia 2.5 higher (different); sparsegpt x 2 sources wide apart in spread (inconclusive); pile n=2."""
+    sweep = root / "s"
+    ppl = {("gptq", "c4"): [30.00, 30.02, 29.98], ("gptq", "fiction"): [30.01, 30.03, 29.99],
+           ("gptq", "wikipedia"): [32.50, 32.55, 32.45], ("gptq", "pile"): [30.0, 30.1],
+           ("sparsegpt", "c4"): [40.0, 43.0, 38.0], ("sparsegpt", "fiction"): [41.0, 37.0, 44.0]}
+    num = 0
+    for (method, source), values in ppl.items():
+        for seed, value in enumerate(values):
+            _job(sweep, num, method, source, seed, value, 0.6 + seed / 100 + (0.001 if source == "fiction" else 0))
+            num += 1
+    return sweep, ppl
+
+
+def test_every_comparison_has_its_mde_and_one_verdict(tmp_path):
+    from statsmodels.stats.power import TTestIndPower
+    from statsmodels.stats.weightstats import ttost_ind
+
+    sweep, ppl = _power_sweep(tmp_path)
+    files = write_report([sweep], tmp_path / "r", wandb=False)
+    rows = {(r["method"], r["source_a"], r["source_b"]): r for r in _csv(tmp_path / "r" / "source_comparisons.csv")
+            if r["metric"] == "perplexity/wikitext"}
+    # gptq: 6 pairs, 3 testable (pile has n=2) -> Holm family of m=3, MDE at alpha 0.05/3 for 3 vs 3
+    cf = rows[("gptq", "c4", "fiction")]
+    d = TTestIndPower().solve_power(effect_size=None, nobs1=3, alpha=0.05 / 3, power=0.8, ratio=1.0)
+    a, b = ppl[("gptq", "c4")], ppl[("gptq", "fiction")]
+    pooled = math.sqrt((np.var(a, ddof=1) + np.var(b, ddof=1)) / 2)
+    assert (cf["family_size"], float(cf["alpha_per_test"])) == ("3", pytest.approx(0.05 / 3))
+    assert float(cf["mde_sd"]) == pytest.approx(d) and float(cf["mde"]) == pytest.approx(d * pooled)
+    margin = 0.01 * (np.mean(a) + np.mean(b)) / 2  # 1% of the pair's mean perplexity
+    assert float(cf["equivalence_margin"]) == pytest.approx(margin)
+    assert float(cf["equivalence_p"]) == pytest.approx(ttost_ind(np.array(a), np.array(b), -margin, margin, usevar="unequal")[0])
+    assert cf["verdict"] == f"equivalent within ±{margin:.4g}"
+    assert rows[("gptq", "c4", "wikipedia")]["verdict"] == "different"
+    assert rows[("gptq", "c4", "pile")]["verdict"] == "n/a (n=2 < 3)" and rows[("gptq", "c4", "pile")]["mde"] == "n/a (n=2 < 3)"
+    wide = rows[("sparsegpt", "c4", "fiction")]  # a family of one: alpha 0.05
+    d1 = TTestIndPower().solve_power(effect_size=None, nobs1=3, alpha=0.05, power=0.8, ratio=1.0)
+    assert wide["family_size"] == "1" and float(wide["mde_sd"]) == pytest.approx(d1)
+    assert wide["verdict"] == f"inconclusive (MDE {float(wide['mde']):.4g} ({d1:.2g} SD))"
+    assert {r["verdict"].split(" ")[0] for r in rows.values()} == {"equivalent", "different", "n/a", "inconclusive"}
+    # the Markdown says what each family is, and never calls a non-rejection "no effect"
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "## Holm families, power and equivalence" in md and "one Holm family is" in md
+    assert "model × method × size × variant × metric: every pair of that method's sources" in md
+    assert "perplexity ±1% of the mean" in md and "accuracy ±1 accuracy point" in md
+    assert "inconclusive (MDE" in md and "no effect" not in md.replace("never reported as no effect", "").replace(
+        "not evidence of no effect", "")
+    # dispersion tests: gptq vs sparsegpt on c4 and fiction (3 vs 3): Brown-Forsythe at n=3 never reaches 80%
+    disp = [r for r in _csv(tmp_path / "r" / "dispersion_tests.csv") if r["metric"] == "perplexity/wikitext"]
+    assert {r["source"] for r in disp} == {"c4", "fiction"}
+    assert all(r["mde_sd_ratio"] == "n/a (80% power not reached at any SD ratio up to 100)" for r in disp)
+    assert all(r["verdict"].startswith(("different", "inconclusive")) for r in disp)
+    assert files.summary.evidence.family == "within"
+
+
+def test_family_global_is_one_holm_family_over_the_table(tmp_path):
+    from calib_sweep.report.statistics import holm
+
+    sweep, _ = _power_sweep(tmp_path)
+    summary = summarize(load_jobs([sweep]), family="global")
+    tested = [s for s in summary.evidence.comparisons if s.comparison.na is None]
+    assert len(tested) == 4 * 4  # (3 gptq pairs + 1 sparsegpt pair) x 4 evidence metrics
+    assert [s.comparison.p_holm for s in tested] == pytest.approx(holm([s.comparison.p for s in tested]))
+    assert {s.inference.family_size for s in tested} == {16}
+    assert [s.inference.alpha for s in tested] == pytest.approx([0.05 / 16] * 16)
+    within = summarize(load_jobs([sweep]))
+    assert {s.inference.family_size for s in within.evidence.comparisons if s.comparison.na is None} == {1, 3}
+    # a wider family can only raise the corrected p-values
+    by_key = {(s.method, s.metric, s.comparison.a, s.comparison.b): s.comparison.p_holm for s in within.evidence.comparisons}
+    assert all(s.comparison.p_holm >= by_key[(s.method, s.metric, s.comparison.a, s.comparison.b)] for s in tested)
+
+
+def test_equivalence_margins_can_be_set(tmp_path):
+    sweep, ppl = _power_sweep(tmp_path)
+    summary = summarize(load_jobs([sweep]), equivalence=["perplexity/wikitext=0.005", "accuracy=2"])
+    margins = summary.evidence.margins
+    assert margins["perplexity/wikitext"].value == 0.005 and not margins["perplexity/wikitext"].relative
+    assert margins["accuracy"].value == pytest.approx(0.02)  # 2 points as a fraction
+    cf = next(s for s in summary.evidence.comparisons if s.metric == "perplexity/wikitext"
+              and (s.comparison.a, s.comparison.b) == ("c4", "fiction"))
+    assert cf.inference.margin == 0.005 and cf.inference.verdict == "inconclusive"  # 0.005 is too tight for 3 vs 3
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--family", "holm"], "--family 'holm' is not a Holm-family option. Fix: --family within"),
+    (["--equivalence", "perplexity=-1%"], "--equivalence perplexity=-1%: the margin must be > 0. Fix: e.g. --equivalence perplexity=1%"),
+    (["--equivalence", "ppl=1%"], "--equivalence ppl=1%: unknown metric 'ppl'. Fix: one of accuracy, perplexity, kl, sd_ratio"),
+    (["--equivalence", "sd_ratio=0.8"], "--equivalence sd_ratio=0.8: the SD-ratio margin must be a number > 1. Fix: e.g. "
+                                        "--equivalence sd_ratio=1.5"),
+    (["--equivalence", "accuracy"], "--equivalence 'accuracy': expected METRIC=MARGIN."),
+    (["--equivalence", "perplexity/c4=1%"], "--equivalence perplexity/c4=1%: no job reported metric 'perplexity/c4'. Fix:"),
+])
+def test_bad_report_options_are_one_line_and_exit_2(tmp_path, capsys, args, expected):
+    from calib_sweep.report.__main__ import main
+
+    sweep, _ = _power_sweep(tmp_path)
+    assert main([str(sweep), "-o", str(tmp_path / "r"), "--no-wandb", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("calib-sweep-report: error: " + expected) and "\n" not in err
+    assert not (tmp_path / "r" / "report.md").exists()

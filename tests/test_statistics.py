@@ -17,28 +17,103 @@ B = [31.10, 30.40, 31.90, 30.95, 31.60]
 C = [29.00, 33.00, 30.00, 35.00, 28.00]
 
 
-def test_bootstrap_ci_is_scipy_bca_with_the_recorded_seed():
-    ci = st.bootstrap_ci(A, "mean")
-    direct = stats.bootstrap((np.array(A),), np.mean, confidence_level=0.95, n_resamples=9999, method="BCa",
-                             rng=np.random.default_rng(0), vectorized=True, axis=-1)
-    assert (ci.low, ci.high) == (direct.confidence_interval.low, direct.confidence_interval.high)
-    assert ci.estimate == pytest.approx(30.052) and ci.low < 30.052 < ci.high
-    assert (ci.method, ci.n, ci.n_resamples, ci.seed, ci.confidence) == ("BCa", 5, 9999, 0, 0.95)
-    # same data, same seed -> same interval; the SD's interval brackets the sample SD (ddof=1)
-    assert st.bootstrap_ci(A, "mean") == ci
-    sd = st.bootstrap_ci(A, "sd")
-    assert sd.estimate == pytest.approx(np.std(A, ddof=1)) and sd.low < sd.estimate < sd.high
+def test_mean_interval_is_the_student_t_interval():
+    ci = st.mean_interval(A)
+    # by hand: mean 30.052, s = 0.21626, t_{0.975, 4} = 2.7764 -> half-width 0.26853
+    s = np.std(A, ddof=1)
+    half = stats.t.ppf(0.975, 4) * s / math.sqrt(5)
+    assert (ci.low, ci.high) == (pytest.approx(30.052 - half), pytest.approx(30.052 + half))
+    assert (ci.low, ci.high) == pytest.approx((29.78347311, 30.32052689))
+    low, high = stats.t.interval(0.95, 4, loc=np.mean(A), scale=stats.sem(A))  # scipy's own t interval
+    assert (ci.low, ci.high) == (pytest.approx(low), pytest.approx(high))
+    assert (ci.statistic, ci.estimate, ci.n, ci.confidence) == ("mean", pytest.approx(30.052), 5, 0.95)
+    assert ci.method == "Student t (scipy.stats.t.ppf)"
 
 
-def test_bootstrap_and_sets_needed_say_why_they_cannot_be_computed():
-    assert str(st.bootstrap_ci([1.0, 2.0])) == "n/a (n=2 < 3)"
-    assert str(st.bootstrap_ci([0.5, 0.5, 0.5, 0.5])) == "n/a (all 4 values equal)"
+def test_sd_interval_is_chi_square_below_5_and_bonett_from_5():
+    x = [29.80, 30.05, 30.35, 30.16]  # n = 4: chi-square, s = 0.2296
+    ci = st.sd_interval(x)
+    s = np.std(x, ddof=1)
+    assert ci.method == st.SD_CI_CHI2 and ci.estimate == pytest.approx(s)
+    assert ci.low == pytest.approx(s * math.sqrt(3 / stats.chi2.ppf(0.975, 3)))
+    assert ci.high == pytest.approx(s * math.sqrt(3 / stats.chi2.ppf(0.025, 3)))
+    assert (ci.low, ci.high) == pytest.approx((0.130087, 0.856214), abs=1e-6)
+    # n = 5: Bonett (2006) by hand: c = n/(n - z), trimmed mean (trim 1/(2 sqrt(1)) = 0.5 -> the median),
+    # kurtosis k = n sum((x - m)^4) / sum((x - mean)^2)^2, se = c sqrt((k - (n-3)/n) / (n-1))
+    bon = st.sd_interval(A)
+    z = stats.norm.ppf(0.975)
+    n, var, m = 5, np.var(A, ddof=1), np.median(A)
+    k = n * np.sum((np.array(A) - m) ** 4) / np.sum((np.array(A) - np.mean(A)) ** 2) ** 2
+    c = n / (n - z)
+    se = c * math.sqrt((k - (n - 3) / n) / (n - 1))
+    assert bon.method == st.SD_CI_BONETT
+    assert (bon.low, bon.high) == (pytest.approx(math.sqrt(c * var * math.exp(-z * se))), pytest.approx(math.sqrt(c * var * math.exp(z * se))))
+    assert bon.low < np.std(A, ddof=1) < bon.high
+
+
+def test_intervals_and_sets_needed_say_why_they_cannot_be_computed():
+    assert str(st.mean_interval([1.0, 2.0])) == "n/a (n=2 < 3)"
+    assert str(st.sd_interval([1.0, 2.0])) == "n/a (n=2 < 3)"
+    assert str(st.mean_interval([0.5, 0.5, 0.5, 0.5])) == "n/a (all 4 values equal)"
     assert str(st.sets_needed([0.5], 0.005)) == "n/a (n=1 < 3)"
     assert str(st.sets_needed([0.5, 0.5, 0.5], 0.005)) == "n/a (all 3 values equal)"
-    with pytest.raises(ValueError, match="statistic='median'"):
-        st.bootstrap_ci(A, "median")
+    assert str(st.mean_difference_mde(2, 5, 0.05)) == "n/a (n=2 < 3)"
+    assert str(st.tost([1.0, 2.0], A, 0.3)) == "n/a (n=2 < 3)"
+    assert str(st.dispersion_mde([2, 5], 0.05)) == "n/a (n=2 < 3)"
     with pytest.raises(ValueError, match="half_width=0"):
         st.sets_needed(A, 0)
+    with pytest.raises(ValueError, match="margin=-0.1"):
+        st.tost(A, B, -0.1)
+
+
+def test_mde_is_statsmodels_solve_power_at_the_holm_alpha():
+    from statsmodels.stats.power import TTestIndPower
+
+    # 3 vs 3 calibration sets, Holm family of 6 source pairs -> alpha 0.05 / 6
+    d = st.mean_difference_mde(3, 3, 0.05 / 6)
+    assert d == pytest.approx(TTestIndPower().solve_power(effect_size=None, nobs1=3, alpha=0.05 / 6, power=0.8, ratio=1.0))
+    assert d == pytest.approx(5.0377, abs=1e-3)  # about 5 SDs: a 3-vs-3 study detects only huge effects
+    assert TTestIndPower().power(d, nobs1=3, alpha=0.05 / 6, ratio=1.0) == pytest.approx(0.8)
+    assert st.mean_difference_mde(5, 5, 0.05) == pytest.approx(2.0249, abs=1e-3)
+    assert st.mann_whitney_min_p(3, 3) == pytest.approx(0.1)  # 2 / C(6, 3): never below 0.05
+
+
+def test_tost_equivalent_different_and_inconclusive_on_constructed_data():
+    from statsmodels.stats.weightstats import ttost_ind
+
+    base = [30.0, 30.1, 29.9, 30.05, 29.95]
+    close = [v + 0.02 for v in base]           # means 0.02 apart, SD 0.079: inside a margin of 0.3
+    far = [v + 2.0 for v in base]              # 2.0 apart: outside
+    wide = [29.0, 31.5, 28.0, 32.0, 30.5]      # same mean region, SD 1.6: neither shown
+    p_close = st.tost(base, close, 0.3)
+    assert p_close == pytest.approx(ttost_ind(np.array(base), np.array(close), -0.3, 0.3, usevar="unequal")[0])
+    assert p_close < 1e-3
+    assert st.tost(base, far, 0.3) > 0.5 and st.tost(base, wide, 0.3) > 0.05
+    p_far = stats.ttest_ind(base, far, equal_var=False).pvalue
+    assert st.verdict(p_far, st.tost(base, far, 0.3)) == "different"
+    assert st.verdict(stats.ttest_ind(base, close, equal_var=False).pvalue, p_close) == "equivalent"
+    p_wide = stats.ttest_ind(base, wide, equal_var=False).pvalue
+    assert p_wide > 0.05 and st.verdict(p_wide, st.tost(base, wide, 0.3)) == "inconclusive"
+
+
+def test_brown_forsythe_power_and_sd_ratio_equivalence():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(7, 5)), rng.normal(size=(7, 6)) * 2
+    dev = [np.abs(v - np.median(v, axis=1, keepdims=True)) for v in (x, y)]
+    w = st.brown_forsythe_w(dev)
+    assert w == pytest.approx([stats.levene(x[i], y[i], center="median").statistic for i in range(7)])
+    # 10 vs 10 sets: an SD ratio of about 3.2 is detected with 80% power (simulation: 0.89 at 5x, 0.31 at 2x)
+    r = st.dispersion_mde([10, 10], 0.05)
+    assert 2.5 < r < 4.0 and st.dispersion_mde([10, 10], 0.05) == r  # seeded (and cached)
+    # 5 vs 5: Brown-Forsythe's power levels off near 54% however large the ratio: no MDE at all
+    assert str(st.dispersion_mde([5, 5], 0.05)) == "n/a (80% power not reached at any SD ratio up to 100)"
+    # equivalence of SDs within 1.5x: shown for 40 vs 40 near-identical spreads, not for 5 vs 5
+    big = list(np.linspace(-1, 1, 40))
+    p = st.sd_ratio_equivalence({"a": big, "b": [v * 1.02 for v in big]}, 1.5)
+    f = (1 / 1.02 ** 2)
+    assert p == pytest.approx(max(stats.f.cdf(f / 2.25, 39, 39), stats.f.sf(f * 2.25, 39, 39))) and p < 0.05
+    assert st.sd_ratio_equivalence({"a": A, "b": C}, 1.5) > 0.05
+    assert str(st.sd_ratio_equivalence({"a": A, "b": [1.0, 2.0]}, 1.5)) == "n/a (n=2 < 3)"
 
 
 def test_brown_forsythe_is_levene_median_and_anova_on_absolute_deviations():

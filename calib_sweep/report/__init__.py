@@ -3,8 +3,9 @@
 ``python -m calib_sweep.report <sweep folder...>`` (or ``calib-sweep-report``) reads every job under the
 folders (:mod:`calib_sweep.report.collect`), computes per model x method x source x size the mean, sample
 SD (ddof=1), min, max and range across seeds of every metric (:mod:`calib_sweep.report.aggregate`), and
-computes the evidence (:mod:`calib_sweep.report.evidence`: bootstrap CIs, sets needed, Brown-Forsythe
-between methods, Holm-corrected source comparisons, the numerical noise floor, data-free controls, hardware
+computes the evidence (:mod:`calib_sweep.report.evidence`: Student t / chi-square CIs, sets needed,
+Brown-Forsythe between methods, Holm-corrected source and strategy comparisons, each with its minimum
+detectable effect, equivalence test and verdict, the numerical noise floor, data-free controls, hardware
 and eval-protocol checks; tests in :mod:`calib_sweep.report.statistics`), and writes CSV, Markdown and one
 self-contained HTML page with box plots and sample-size curves; when the runs were online, the summary also
 goes to W&B (:mod:`calib_sweep.report.wandb_upload`).
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 from calib_sweep.report.aggregate import Summary, describe, describe_groups
 from calib_sweep.report.collect import Job, ReportError, load_jobs
@@ -28,16 +29,22 @@ from calib_sweep.report.layers import families as layer_families
 __all__ = ["Job", "ReportError", "Summary", "ReportFiles", "describe", "load_jobs", "summarize", "write_report"]
 
 
-def summarize(jobs: list[Job], test: str = "welch") -> Summary:
+def summarize(jobs: list[Job], test: str = "welch", family: str = "within",
+              equivalence: Iterable[str] | Mapping[str, object] | None = None) -> Summary:
     """Group the jobs and compute every statistic of the report: the per-group statistics
     (:func:`calib_sweep.report.aggregate.describe_groups`), the evidence (:mod:`calib_sweep.report.evidence`)
     and the per-layer families (:mod:`calib_sweep.report.layers`).
 
     Noise-floor repeats (:attr:`Job.repeat`) are left out of the groups and used only for the noise floor;
-    ``test`` (``welch`` or ``mannwhitney``) compares sources.
+    ``test`` (``welch`` or ``mannwhitney``) compares sources; ``family`` (``within`` or ``global``) and
+    ``equivalence`` (``report.equivalence``: ``KEY=MARGIN`` strings or a mapping, see
+    :func:`calib_sweep.report.evidence.parse_equivalence`) set the Holm families and equivalence margins.
+
+    Raises:
+        ReportError: an unknown ``family`` or a bad equivalence margin.
     """
     summary = describe_groups(jobs)
-    summary.evidence = compute_evidence(jobs, summary.groups, summary.metrics, test)
+    summary.evidence = compute_evidence(jobs, summary.groups, summary.metrics, test, family, equivalence)
     summary.layer_families = layer_families(jobs)
     return summary
 
@@ -55,7 +62,8 @@ class ReportFiles:
 
 
 def write_report(paths: Iterable[str | Path], out: str | Path, *, wandb: bool = True,
-                 say: Callable[[str], None] = print, test: str = "welch") -> ReportFiles:
+                 say: Callable[[str], None] = print, test: str = "welch", family: str = "within",
+                 equivalence: Iterable[str] | Mapping[str, object] | None = None) -> ReportFiles:
     """Read the sweeps under ``paths`` and write the report into ``out`` (created if needed).
 
     Files: ``report.html`` (self-contained), ``report.md``, ``summary.csv``, ``main_table.csv``,
@@ -68,17 +76,23 @@ def write_report(paths: Iterable[str | Path], out: str | Path, *, wandb: bool = 
         wandb: also send the summary to W&B when the runs were online (see :mod:`.wandb_upload`).
         say: where one-line progress messages go.
         test: how sources are compared within a method: ``welch`` (Welch t) or ``mannwhitney``.
+        family: ``within`` (default: the Holm families stated in report.md) or ``global`` (one per table).
+        equivalence: ``report.equivalence`` margins, e.g. ``["perplexity=2%", "accuracy=0.5"]`` (None: defaults).
 
     Raises:
-        ReportError: a path does not exist, or holds no job folder.
+        ReportError: a path does not exist, or holds no job folder; an unknown ``family``; a bad margin.
     """
     from calib_sweep.report.figures import all_figures
     from calib_sweep.report.html import render_html
     from calib_sweep.report.tables import build_tables, markdown, write_csvs
 
+    from calib_sweep.report.evidence import check_family, parse_equivalence
+
+    check_family(family)
+    parse_equivalence(equivalence)  # bad input is refused before the jobs are read
     paths = [Path(p) for p in paths]
     jobs = load_jobs(paths)
-    summary = summarize(jobs, test)
+    summary = summarize(jobs, test, family, equivalence)
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     tables = build_tables(summary)

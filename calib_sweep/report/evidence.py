@@ -5,8 +5,8 @@ Computed from the grouped jobs of :mod:`calib_sweep.report.aggregate` with the t
 :mod:`calib_sweep.report.statistics`, for the *evidence metrics* (per-task accuracy, mean accuracy,
 perplexities, KL from the dense model):
 
-- per group: bootstrap CIs of the mean and SD, and the calibration sets needed for a CI half-width of
-  0.5 accuracy points or 1% of the mean perplexity (:class:`GroupEvidence`);
+- per group: CIs of the mean (Student t) and SD (chi-square; Bonett from n = 5), and the calibration sets
+  needed for a CI half-width of 0.5 accuracy points or 1% of the mean perplexity (:class:`GroupEvidence`);
 - per source: Brown-Forsythe test of equal dispersion between the data-dependent methods
   (:class:`DispersionTest`);
 - per method: every pair of sources, Welch t (or Mann-Whitney U), Holm-corrected within one method x
@@ -15,6 +15,11 @@ perplexities, KL from the dense model):
 - the numerical noise floor: reruns of one calibration set under ``threads`` / ``perturb.row_order_seed``
   (``experiment=noise_floor``) against the across-calibration-sets SD, per group and pooled per method
   (:class:`NoiseRow`), flagged when not clearly (one-sided F test, p < 0.05) above it;
+- for every row of the source comparisons, strategy comparisons and dispersion tests, its Holm family
+  (:data:`FAMILIES`; ``family="global"``: one family per table), the minimum detectable effect at 80% power
+  for its n and the family's alpha / m, an equivalence test (TOST) against the margins of
+  ``report.equivalence`` (:func:`parse_equivalence`, defaults :data:`DEFAULT_EQUIVALENCE`) and one verdict:
+  ``different``, ``equivalent`` or ``inconclusive`` (:class:`Inference`);
 - data-free controls (RTN, magnitude, dense): every job must give identical numbers whatever the
   calibration set (:class:`ControlCheck`);
 - why groups are split (:func:`split_reasons`), groups whose jobs ran on different hardware
@@ -24,22 +29,34 @@ perplexities, KL from the dense model):
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
+from typing import Iterable, Mapping
 
 from calib_sweep.report.aggregate import Group
-from calib_sweep.report.collect import Job, finite
+from calib_sweep.report.collect import Job, ReportError, finite
 from calib_sweep.report.statistics import (
     ALPHA,
     NA,
     Comparison,
     Interval,
     Test,
-    bootstrap_ci,
+    dispersion_mde,
     equal_dispersion,
+    holm,
+    mann_whitney_min_p,
+    mean_difference_mde,
+    mean_interval,
     pairwise,
+    pooled_sd,
     pooled_variance,
+    sd_interval,
+    sd_ratio_equivalence,
     sets_needed,
+    tost,
     variance_ratio,
+    verdict,
 )
 
 #: Target CI half-widths for "sets needed": accuracy (a fraction in results.json) and perplexity (relative).
@@ -75,6 +92,169 @@ def target_half_width(metric: str, mean: float | None) -> tuple[float, str] | No
     return None
 
 
+#: ``report.equivalence`` defaults (``--equivalence KEY=MARGIN`` overrides): accuracy in points (1 = 1 point;
+#: results.json holds fractions), ``N%`` relative to the mean of the two compared groups, ``sd_ratio`` a factor
+#: on SDs for the dispersion tests.
+DEFAULT_EQUIVALENCE = {"accuracy": "1", "perplexity": "1%", "kl": "1%", "sd_ratio": "1.5"}
+EQUIVALENCE_CLASSES = ("accuracy", "perplexity", "kl", "sd_ratio")
+
+#: ``family`` options: ``within`` (default) = the narrow families of :data:`FAMILIES`; ``global`` = one Holm
+#: family over each whole table.
+FAMILY_OPTIONS = ("within", "global")
+#: What one Holm family is, per table, for ``family="within"``.
+FAMILIES = {
+    "source_comparisons": "model × method × size × variant × metric: every pair of that method's sources",
+    "strategy_comparisons": "model × method × source × size × other settings × metric: each strategy vs random "
+                            "when random ran (k-1 comparisons), else every pair",
+    "dispersion_tests": "one test (model × source × size × variant × metric): uncorrected",
+}
+GLOBAL_FAMILY = "the whole table (--family global)"
+
+
+@dataclass(frozen=True)
+class Margin:
+    """An equivalence margin for one metric (class): ``value`` in the metric's raw units (accuracy as a
+    fraction), or a fraction of the compared means when ``relative``; ``text`` as given (``perplexity=1%``)."""
+
+    key: str
+    value: float
+    relative: bool
+    text: str
+
+    def absolute(self, mean: float | None) -> float | None:
+        """The margin in the metric's units for a pair whose means average ``mean`` (None when undefined)."""
+        if not self.relative:
+            return self.value
+        return None if mean is None or not math.isfinite(mean) or mean == 0 else self.value * abs(mean)
+
+    @property
+    def rule(self) -> str:
+        """In words: ``1% of the mean``, ``1 accuracy point``, ``SD ratio 1.5``, ``0.5``."""
+        if self.key == "sd_ratio":
+            return f"SD ratio {self.value:g}"
+        if self.relative:
+            return f"{self.value * 100:g}% of the mean"
+        if self.key == "accuracy" or self.key.startswith("zeroshot/"):
+            points = self.value * 100
+            return f"{points:g} accuracy point" + ("" if points == 1 else "s")
+        return f"{self.value:g}"
+
+
+def _equivalence_fix(key: str) -> str:
+    return f"--equivalence {key}={DEFAULT_EQUIVALENCE.get(key, '1%')}"
+
+
+def parse_equivalence(items: Iterable[str] | Mapping[str, object] | None = None) -> dict[str, Margin]:
+    """``report.equivalence``: the equivalence margins, defaults (:data:`DEFAULT_EQUIVALENCE`) updated by ``items``.
+
+    Args:
+        items: ``KEY=MARGIN`` strings (the ``--equivalence`` option) or a mapping KEY -> MARGIN. KEY is a class
+            (``accuracy``: every zero-shot accuracy, in points; ``perplexity``; ``kl``: compression/kl_from_dense;
+            ``sd_ratio``: the dispersion tests, a factor > 1) or one evidence metric (``perplexity/wikitext``,
+            ``zeroshot/boolq/acc``), which takes precedence over its class. MARGIN is a number in the metric's
+            display units (accuracy points, perplexity) or ``N%`` of the compared means.
+
+    Returns:
+        KEY -> :class:`Margin`.
+
+    Raises:
+        ReportError: no ``=``, an unknown KEY, a MARGIN that is not a positive number (or an ``sd_ratio``
+            not > 1), each as one line that names the value and the fix.
+    """
+    merged: dict[str, str] = dict(DEFAULT_EQUIVALENCE)
+    given: list[tuple[str, str, str]] = []
+    if isinstance(items, Mapping):
+        given = [(str(k), str(v), f"{k}={v}") for k, v in items.items()]
+    else:
+        for item in items or []:
+            if "=" not in item:
+                raise ReportError(f"--equivalence {item!r}: expected METRIC=MARGIN. Fix: e.g. --equivalence perplexity=1% "
+                                  "or --equivalence accuracy=1 (points)")
+            key, value = item.split("=", 1)
+            given.append((key.strip(), value.strip(), item))
+    for key, value, item in given:
+        if key not in EQUIVALENCE_CLASSES and not is_evidence_metric(key):
+            raise ReportError(f"--equivalence {item}: unknown metric {key!r}. Fix: one of {', '.join(EQUIVALENCE_CLASSES)} "
+                              "or an evidence metric such as perplexity/wikitext or zeroshot/boolq/acc")
+        merged[key] = value
+    out = {}
+    for key, value in merged.items():
+        item = f"{key}={value}"
+        relative = value.endswith("%")
+        try:
+            number = float(value[:-1] if relative else value)
+        except ValueError:
+            raise ReportError(f"--equivalence {item}: margin {value!r} is not a number. Fix: e.g. "
+                              f"{_equivalence_fix(key if key in DEFAULT_EQUIVALENCE else 'perplexity')}") from None
+        if key == "sd_ratio":
+            if relative or not (math.isfinite(number) and number > 1):
+                raise ReportError(f"--equivalence {item}: the SD-ratio margin must be a number > 1. Fix: e.g. "
+                                  f"{_equivalence_fix('sd_ratio')}")
+        elif not (math.isfinite(number) and number > 0):
+            raise ReportError(f"--equivalence {item}: the margin must be > 0. Fix: e.g. "
+                              f"{_equivalence_fix(key if key in DEFAULT_EQUIVALENCE else 'perplexity')}")
+        if relative:
+            number /= 100
+        elif key == "accuracy" or key.startswith("zeroshot/"):
+            number /= 100  # points -> fraction
+        out[key] = Margin(key, number, relative, item)
+    return out
+
+
+def margin_for(metric: str, margins: Mapping[str, Margin]) -> Margin | None:
+    """The margin that applies to ``metric``: its own entry, else its class's (None: no margin)."""
+    if metric in margins:
+        return margins[metric]
+    if metric.startswith("zeroshot/"):
+        return margins.get("accuracy")
+    if metric.startswith("perplexity/"):
+        return margins.get("perplexity")
+    if metric == "compression/kl_from_dense":
+        return margins.get("kl")
+    return None
+
+
+def check_family(family: str) -> str:
+    """``family`` itself when it is one of :data:`FAMILY_OPTIONS`.
+
+    Raises:
+        ReportError: any other value (one line with the fix).
+    """
+    if family not in FAMILY_OPTIONS:
+        raise ReportError(f"--family {family!r} is not a Holm-family option. Fix: --family within (default: the "
+                          "families stated in report.md) or --family global (one Holm family over each whole table)")
+    return family
+
+
+@dataclass(frozen=True)
+class Inference:
+    """Power, equivalence and verdict of one comparison or dispersion test.
+
+    Attributes:
+        family: what its Holm family is (:data:`FAMILIES` or :data:`GLOBAL_FAMILY`); family_size: m, the
+            tested rows of that family; alpha: ALPHA / m, the per-test level of the MDE (Holm's first step,
+            so conservative); p_adjusted: the test's Holm-corrected p (None: not tested);
+        mde: minimum detectable effect at 80% power in the metric's units (difference of means; for a
+            dispersion test the SD one method needs, given the others' pooled SD), or :class:`NA`;
+        mde_sd: the same in SDs (Cohen's d on the pooled SD; for a dispersion test the SD ratio);
+        margin: the equivalence margin (metric units; SD ratio for dispersion) or None; margin_rule: in words;
+        equivalence_p / equivalence_p_adjusted: the TOST p and its Holm correction over the family;
+        verdict: ``different``, ``equivalent``, ``inconclusive``, or ``n/a (reason)``.
+    """
+
+    family: str
+    family_size: int
+    alpha: float
+    p_adjusted: float | None
+    mde: float | NA
+    mde_sd: float | NA
+    margin: float | None
+    margin_rule: str
+    equivalence_p: float | NA | None
+    equivalence_p_adjusted: float | None
+    verdict: str
+
+
 def _values(group: Group, metric: str) -> list[float]:
     stat = group.stats.get(metric)
     return finite(v for _, v in stat.values) if stat else []
@@ -82,7 +262,7 @@ def _values(group: Group, metric: str) -> list[float]:
 
 @dataclass
 class GroupEvidence:
-    """Per metric of one group: bootstrap CIs (mean, SD), sets needed and its target."""
+    """Per metric of one group: CIs of the mean (Student t) and SD (chi-square / Bonett), sets needed and its target."""
 
     ci_mean: dict[str, Interval | NA] = field(default_factory=dict)
     ci_sd: dict[str, Interval | NA] = field(default_factory=dict)
@@ -91,14 +271,15 @@ class GroupEvidence:
 
 
 def group_evidence(group: Group) -> GroupEvidence:
-    """Bootstrap CIs and sets needed for every evidence metric of ``group``."""
+    """CIs (:func:`~calib_sweep.report.statistics.mean_interval`, :func:`~calib_sweep.report.statistics.sd_interval`)
+    and sets needed for every evidence metric of ``group``."""
     out = GroupEvidence()
     for metric in group.stats:
         if not is_evidence_metric(metric):
             continue
         values = _values(group, metric)
-        out.ci_mean[metric] = bootstrap_ci(values, "mean")
-        out.ci_sd[metric] = bootstrap_ci(values, "sd")
+        out.ci_mean[metric] = mean_interval(values)
+        out.ci_sd[metric] = sd_interval(values)
         target = target_half_width(metric, group.stats[metric].mean)
         if target is None:
             out.needed[metric] = NA("no target for this metric")
@@ -120,6 +301,8 @@ class DispersionTest:
     metric: str
     result: Test | NA
     excluded: list[str] = field(default_factory=list)
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    inference: Inference | None = None
 
 
 @dataclass
@@ -133,6 +316,9 @@ class SourceComparison:
     variant: str
     metric: str
     comparison: Comparison
+    values_a: list[float] = field(default_factory=list)
+    values_b: list[float] = field(default_factory=list)
+    inference: Inference | None = None
 
 
 @dataclass
@@ -195,6 +381,8 @@ class Evidence:
     hardware_flags: list[tuple[str, list[str]]]
     test: str
     base_grid_flags: list[tuple[str, list[str]]] = field(default_factory=list)
+    family: str = "within"
+    margins: dict[str, Margin] = field(default_factory=dict)
 
 
 def _method_key(group: Group) -> tuple:
@@ -219,7 +407,7 @@ def dispersion_tests(groups: list[Group], metrics: list[str]) -> list[Dispersion
             samples = {g.method: _values(g, metric) for g in used if _values(g, metric)}
             if len(samples) < 2:
                 continue
-            out.append(DispersionTest(model, source, n, seq, variant, metric, equal_dispersion(samples), excluded))
+            out.append(DispersionTest(model, source, n, seq, variant, metric, equal_dispersion(samples), excluded, samples))
     return out
 
 
@@ -241,7 +429,8 @@ def source_comparisons(groups: list[Group], metrics: list[str], test: str = "wel
             if len(samples) < 2:
                 continue
             for comparison in pairwise(samples, test):
-                out.append(SourceComparison(model, method, n, seq, variant, metric, comparison))
+                out.append(SourceComparison(model, method, n, seq, variant, metric, comparison,
+                                            samples[comparison.a], samples[comparison.b]))
     return out
 
 
@@ -281,7 +470,8 @@ def strategy_comparisons(groups: list[Group], metrics: list[str], test: str = "w
             reference = next((label for label, g in members if label in samples
                               and dict(g.jobs[0].variant_items).get("selection.name") == "random"), None)
             for comparison in pairwise(samples, test, reference=reference):
-                out.append(SourceComparison(model, method_source, n, seq, other, metric, comparison))
+                out.append(SourceComparison(model, method_source, n, seq, other, metric, comparison,
+                                            samples[comparison.a], samples[comparison.b]))
     return out
 
 
@@ -404,17 +594,149 @@ def base_grid_flags(groups: list[Group]) -> list[tuple[str, list[str]]]:
     return out
 
 
-def compute(jobs: list[Job], groups: list[Group], metrics: list[str], test: str = "welch") -> Evidence:
-    """Every statistic of this module for one report (``test``: ``welch`` or ``mannwhitney`` for sources)."""
+def _families(rows: list, key, family: str) -> dict[object, list[int]]:
+    out: dict[object, list[int]] = {}
+    for i, row in enumerate(rows):
+        out.setdefault("all" if family == "global" else key(row), []).append(i)
+    return out
+
+
+def _finite_p(p: float | NA | None) -> bool:
+    return isinstance(p, float) and math.isfinite(p)
+
+
+def infer_comparisons(rows: list[SourceComparison], table: str, family: str, margins: Mapping[str, Margin],
+                      test: str = "welch") -> list[SourceComparison]:
+    """Each row with its Holm family's correction, MDE, TOST and verdict (:class:`Inference`).
+
+    The family is :data:`FAMILIES` ``[table]`` (the rows of one model × method(/source) × size × variant ×
+    metric) or, for ``family="global"``, the whole table; ``comparison.p_holm`` is recomputed over it. The MDE
+    is :func:`~calib_sweep.report.statistics.mean_difference_mde` at alpha = ALPHA / m (m: tested rows of the
+    family) times the pair's pooled SD; for Mann-Whitney it is the t test's divided by sqrt(3/pi) (asymptotic
+    relative efficiency), or n/a when its smallest possible p is not below alpha / m. The TOST
+    (:func:`~calib_sweep.report.statistics.tost`, Welch) uses :func:`margin_for` of the metric, a relative
+    margin taken of the mean of the two means; its p-values are Holm-corrected over the same family.
+    """
+    rule = GLOBAL_FAMILY if family == "global" else FAMILIES[table]
+    out = list(rows)
+    for members in _families(rows, lambda r: (r.model, r.method, r.n_samples, r.seq_len, r.variant, r.metric), family).values():
+        tested = [i for i in members if rows[i].comparison.na is None and _finite_p(rows[i].comparison.p)]
+        m = len(tested)
+        alpha = ALPHA / max(m, 1)
+        p_adj = dict(zip(tested, holm([rows[i].comparison.p for i in tested])))
+        margin_of: dict[int, Margin | None] = {}
+        eq_p: dict[int, float | NA | None] = {}
+        for i in members:
+            r = rows[i]
+            margin = margin_for(r.metric, margins)
+            c = r.comparison
+            mean = None if c.mean_a is None or c.mean_b is None else (c.mean_a + c.mean_b) / 2
+            value = margin.absolute(mean) if margin else None
+            margin_of[i] = margin
+            eq_p[i] = (c.na if c.na else (tost(r.values_a, r.values_b, value) if value else None))
+        eq_tested = [i for i in tested if _finite_p(eq_p[i])]
+        eq_adj = dict(zip(eq_tested, holm([eq_p[i] for i in eq_tested])))
+        for i in members:
+            r = rows[i]
+            c = r.comparison
+            margin = margin_of[i]
+            mean = None if c.mean_a is None or c.mean_b is None else (c.mean_a + c.mean_b) / 2
+            if c.na is not None:
+                mde_sd: float | NA = c.na
+                mde: float | NA = c.na
+                word = str(c.na)
+            else:
+                mde_sd = mean_difference_mde(c.n_a, c.n_b, alpha)
+                if test == "mannwhitney" and not isinstance(mde_sd, NA):
+                    lowest = mann_whitney_min_p(c.n_a, c.n_b)
+                    mde_sd = (NA(f"Mann-Whitney's smallest p at n={c.n_a}, {c.n_b} is {lowest:.3g}, not below alpha/m = {alpha:.3g}")
+                              if lowest >= alpha else mde_sd / math.sqrt(3 / math.pi))
+                sd = pooled_sd(r.values_a, r.values_b)
+                mde = mde_sd if isinstance(mde_sd, NA) else (mde_sd * sd if sd > 0 else NA("pooled SD 0"))
+                word = verdict(p_adj.get(i), eq_adj.get(i))
+            out[i] = dataclasses.replace(r, comparison=dataclasses.replace(c, p_holm=p_adj.get(i)), inference=Inference(
+                family=rule, family_size=m, alpha=alpha, p_adjusted=p_adj.get(i), mde=mde, mde_sd=mde_sd,
+                margin=margin.absolute(mean) if margin else None, margin_rule=margin.rule if margin else "no margin",
+                equivalence_p=eq_p[i], equivalence_p_adjusted=eq_adj.get(i), verdict=word))
+    return out
+
+
+def infer_dispersion(rows: list[DispersionTest], family: str, margins: Mapping[str, Margin]) -> list[DispersionTest]:
+    """Each Brown-Forsythe row with its family's correction (uncorrected, or Holm over the table for
+    ``family="global"``), its minimum detectable SD ratio (:func:`~calib_sweep.report.statistics.dispersion_mde`
+    at alpha / m; in metric units: that ratio times the samples' pooled SD), an equivalence test of the SDs within
+    the ``sd_ratio`` margin (:func:`~calib_sweep.report.statistics.sd_ratio_equivalence`, Holm over the family)
+    and the verdict."""
+    rule = GLOBAL_FAMILY if family == "global" else FAMILIES["dispersion_tests"]
+    margin = margins.get("sd_ratio")
+    out = list(rows)
+    for members in _families(rows, lambda r: id(r), family).values():
+        tested = [i for i in members if isinstance(rows[i].result, Test)]
+        m = len(tested)
+        alpha = ALPHA / max(m, 1)
+        p_adj = dict(zip(tested, holm([rows[i].result.p for i in tested])))
+        eq_p = {i: (sd_ratio_equivalence(rows[i].samples, margin.value) if margin else None) for i in tested}
+        eq_tested = [i for i in tested if _finite_p(eq_p[i])]
+        eq_adj = dict(zip(eq_tested, holm([eq_p[i] for i in eq_tested])))
+        for i in members:
+            r = rows[i]
+            if isinstance(r.result, NA):
+                ratio: float | NA = r.result
+                mde: float | NA = r.result
+                word = str(r.result)
+            else:
+                ratio = dispersion_mde([len(v) for v in r.samples.values()], alpha)
+                pooled = pooled_variance(list(r.samples.values()))
+                sd = pooled if isinstance(pooled, NA) else pooled[0] ** 0.5
+                mde = ratio if isinstance(ratio, NA) else (ratio * sd if not isinstance(sd, NA) and sd > 0 else NA("pooled SD 0"))
+                small = min(len(v) for v in r.samples.values())
+                word = str(NA(f"n={small} < 3")) if small < 3 else verdict(p_adj.get(i), eq_adj.get(i))
+            out[i] = dataclasses.replace(r, inference=Inference(
+                family=rule, family_size=m, alpha=alpha, p_adjusted=p_adj.get(i), mde=mde, mde_sd=ratio,
+                margin=margin.value if margin else None, margin_rule=margin.rule if margin else "no margin",
+                equivalence_p=eq_p.get(i), equivalence_p_adjusted=eq_adj.get(i), verdict=word))
+    return out
+
+
+def check_margins(margins: Mapping[str, Margin], metrics: Iterable[str]) -> None:
+    """Every metric named in ``margins`` (not a class) was reported by some job.
+
+    Raises:
+        ReportError: one that was not (one line with the metrics that were).
+    """
+    present = sorted(m for m in metrics if is_evidence_metric(m))
+    for key, margin in margins.items():
+        if key not in EQUIVALENCE_CLASSES and key not in present:
+            raise ReportError(f"--equivalence {margin.text}: no job reported metric {key!r}. Fix: one of "
+                              f"{', '.join(EQUIVALENCE_CLASSES)} or a reported metric ({', '.join(present) or 'none'})")
+
+
+def compute(jobs: list[Job], groups: list[Group], metrics: list[str], test: str = "welch", family: str = "within",
+            equivalence: Iterable[str] | Mapping[str, object] | None = None) -> Evidence:
+    """Every statistic of this module for one report.
+
+    Args:
+        test: ``welch`` or ``mannwhitney`` for sources and strategies.
+        family: ``within`` (the families of :data:`FAMILIES`) or ``global`` (one Holm family per table).
+        equivalence: ``report.equivalence`` margins (:func:`parse_equivalence`; None: the defaults).
+
+    Raises:
+        ReportError: an unknown ``family``, a bad margin, or a margin for a metric no job reported.
+    """
+    check_family(family)
+    margins = parse_equivalence(equivalence)
+    check_margins(margins, metrics)
     return Evidence(
         groups={g.key: group_evidence(g) for g in groups},
-        dispersion_tests=dispersion_tests(groups, metrics),
-        comparisons=source_comparisons(groups, metrics, test),
-        strategies=strategy_comparisons(groups, metrics, test),
+        dispersion_tests=infer_dispersion(dispersion_tests(groups, metrics), family, margins),
+        comparisons=infer_comparisons(source_comparisons(groups, metrics, test), "source_comparisons", family, margins, test),
+        strategies=infer_comparisons(strategy_comparisons(groups, metrics, test), "strategy_comparisons", family, margins, test),
         noise=noise_floor(jobs, groups, metrics),
         controls=data_free_controls(groups),
         splits=split_reasons([j for j in jobs if j.status != "superseded"]),
         hardware_flags=hardware_flags(groups),
         base_grid_flags=base_grid_flags(groups),
         test=test,
+        family=family,
+        margins=margins,
     )

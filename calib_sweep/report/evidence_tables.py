@@ -12,8 +12,8 @@ from typing import Any
 from calib_sweep.report.aggregate import Summary, metric_label
 from calib_sweep.report.display import Table, fmt
 from calib_sweep.report.display import unit as _unit
-from calib_sweep.report.evidence import POOLED
-from calib_sweep.report.statistics import ALPHA, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, NA, Interval, Test
+from calib_sweep.report.evidence import FAMILIES, GLOBAL_FAMILY, POOLED, Inference
+from calib_sweep.report.statistics import ALPHA, BONETT_MIN_N, MEAN_CI_METHOD, NA, POWER, Interval, Test, sd_ci_method
 
 
 def _fmt(metric: str, value: float | None) -> str:
@@ -45,6 +45,58 @@ def _size(n: Any, seq: Any) -> str:
     return f"{n}×{seq}"
 
 
+def _num(x: float) -> str:
+    """A raw number in a CSV sentence (4 significant digits)."""
+    return f"{x:.4g}"
+
+
+def mde_text(metric: str, inf: Inference | None, *, raw: bool = False, dispersion: bool = False) -> str:
+    """The minimum detectable effect in words: ``4.51 (7.1 SD)``, ``SD ratio 3.2 (SD 0.52)``, or ``n/a (reason)``;
+    display units (accuracy in points) unless ``raw``."""
+    if inf is None:
+        return ""
+    if isinstance(inf.mde_sd, NA):
+        return str(inf.mde_sd)
+    show = _num if raw else (lambda x: _fmt(metric, x))
+    units = str(inf.mde) if isinstance(inf.mde, NA) else show(inf.mde)
+    if dispersion:
+        return f"SD ratio {inf.mde_sd:.2g} (SD {units})"
+    return f"{units} ({inf.mde_sd:.2g} SD)"
+
+
+def verdict_text(metric: str, inf: Inference | None, *, raw: bool = False, dispersion: bool = False) -> str:
+    """``different``, ``equivalent within ±m`` (``within SD ratio r`` for dispersion), ``inconclusive (MDE ...)``
+    or ``n/a (reason)``: the only words the report uses for the outcome of a comparison."""
+    if inf is None:
+        return ""
+    if inf.verdict == "equivalent":
+        if dispersion:
+            return f"equivalent within SD ratio {inf.margin:g}"
+        return f"equivalent within ±{_num(inf.margin) if raw else _fmt(metric, inf.margin)}"
+    if inf.verdict == "inconclusive":
+        if isinstance(inf.mde_sd, NA):
+            return f"inconclusive ({inf.mde_sd.reason})"
+        return f"inconclusive (MDE {mde_text(metric, inf, raw=raw, dispersion=dispersion)})"
+    return inf.verdict
+
+
+def _inference_fields(metric: str, inf: Inference | None, *, dispersion: bool = False) -> dict[str, Any]:
+    """CSV fields of an :class:`~calib_sweep.report.evidence.Inference` (raw units)."""
+    if inf is None:
+        return {}
+    return {
+        "family": inf.family, "family_size": inf.family_size, "alpha_per_test": inf.alpha,
+        "mde": _raw(inf.mde), "mde_sd_ratio" if dispersion else "mde_sd": _raw(inf.mde_sd),
+        "power": (f"{POWER:.0%}, Brown-Forsythe, simulated (normal data, seeded) at alpha/m" if dispersion
+                  else f"{POWER:.0%}, two-sided t (statsmodels TTestIndPower.solve_power) at alpha/m"),
+        "equivalence_margin": _raw(inf.margin), "equivalence_rule": inf.margin_rule,
+        "equivalence_test": ("TOST on SD ratios: two one-sided F tests per pair, intersection-union" if dispersion
+                             else "TOST, Welch (statsmodels ttost_ind, usevar=unequal)"),
+        "equivalence_p": _raw(inf.equivalence_p), "equivalence_p_holm": _raw(inf.equivalence_p_adjusted),
+        "verdict": verdict_text(metric, inf, raw=True, dispersion=dispersion),
+    }
+
+
 def _comparison_fields(s, side: str, correction: str) -> dict[str, Any]:
     """CSV fields of one pairwise comparison (:class:`calib_sweep.report.evidence.SourceComparison`);
     ``side`` names the compared things (``source``, ``strategy``)."""
@@ -55,16 +107,32 @@ def _comparison_fields(s, side: str, correction: str) -> dict[str, Any]:
         "test": "Welch t (scipy.stats.ttest_ind, equal_var=False)" if c.test == "welch"
         else "Mann-Whitney U (scipy.stats.mannwhitneyu, two-sided)",
         "statistic": _raw(c.na or c.statistic), "p": _raw(c.na or c.p), "p_holm": _raw(c.na or c.p_holm),
-        "correction": correction, "effect": _raw(c.na or c.effect), "effect_size": c.effect_name,
+        "correction": f"Holm over {correction}", "effect": _raw(c.na or c.effect), "effect_size": c.effect_name,
+        **_inference_fields(s.metric, s.inference),
     }
 
 
 def _comparison_cells(s) -> list[str]:
-    """Display cells of one pairwise comparison: pair, n, means, statistic, p, p (Holm), effect."""
+    """Display cells of one pairwise comparison: pair, n, means, statistic, p, p (Holm), effect, MDE, verdict."""
     c = s.comparison
     return [f"{c.a} vs {c.b}", f"{c.n_a}, {c.n_b}", f"{_fmt(s.metric, c.mean_a)} vs {_fmt(s.metric, c.mean_b)}",
-            str(c.na) if c.na else f"{c.statistic:.3g}", "" if c.na else _p(c.p), "" if c.na else _p(c.p_holm),
-            "" if c.na else f"{c.effect:+.2f}"]
+            str(c.na) if c.na else f"{c.statistic:.3g}", "" if c.na else _p(c.p), "" if c.na or c.p_holm is None else _p(c.p_holm),
+            "" if c.na else f"{c.effect:+.2f}", mde_text(s.metric, s.inference), verdict_text(s.metric, s.inference)]
+
+
+def _family_note(ev, table: str) -> str:
+    family = GLOBAL_FAMILY if ev.family == "global" else FAMILIES[table]
+    return (f"Holm family: {family}. MDE: the difference of means detectable with {POWER:.0%} power at this row's n and "
+            f"alpha = {ALPHA}/m (m: tested rows of its family; Holm's first step, so conservative), in the metric's units "
+            "and in pooled SDs (statsmodels TTestIndPower.solve_power, two-sided). Verdict: 'different' when p (Holm) < "
+            f"{ALPHA}; 'equivalent within ±m' when a TOST (two one-sided Welch t tests, statsmodels ttost_ind) against "
+            f"the equivalence margin gives Holm-corrected p < {ALPHA}; else 'inconclusive (MDE ...)': not rejecting is not "
+            "evidence of no effect. Margins: " + _margins_note(ev) + ".")
+
+
+def _margins_note(ev) -> str:
+    return "; ".join(f"{key} ±{m.rule}" if key != "sd_ratio" else f"dispersion within {m.rule}"
+                     for key, m in ev.margins.items())
 
 
 def rows(summary: Summary) -> dict[str, list[dict[str, Any]]]:
@@ -88,8 +156,8 @@ def rows(summary: Summary) -> dict[str, list[dict[str, Any]]]:
                 "sd": _raw(stat.sd if stat.sd is not None else NA(f"n={stat.n} < 2")),
                 "mean_ci_low": _raw(cm if isinstance(cm, NA) else cm.low), "mean_ci_high": _raw(cm if isinstance(cm, NA) else cm.high),
                 "sd_ci_low": _raw(cs if isinstance(cs, NA) else cs.low), "sd_ci_high": _raw(cs if isinstance(cs, NA) else cs.high),
-                "ci": "95% bootstrap, BCa (scipy.stats.bootstrap)", "bootstrap_resamples": BOOTSTRAP_RESAMPLES,
-                "bootstrap_seed": BOOTSTRAP_SEED, "sets_needed": _raw(ge.needed.get(metric)),
+                "mean_ci_method": f"95% {MEAN_CI_METHOD}", "sd_ci_method": f"95% {sd_ci_method(stat.n)}",
+                "sets_needed": _raw(ge.needed.get(metric)),
                 "sets_needed_target": ge.target.get(metric, ""),
                 "hardware": "; ".join(sorted({j.hardware or "not recorded" for j in g.jobs if j.status == "ok"})),
             })
@@ -99,15 +167,16 @@ def rows(summary: Summary) -> dict[str, list[dict[str, Any]]]:
         "metric": d.metric, "test": d.result.name if isinstance(d.result, Test) else "Brown-Forsythe (levene, center=median)",
         "n": "" if isinstance(d.result, NA) else " ".join(f"{k}={v}" for k, v in d.result.n.items()),
         "statistic": _raw(d.result if isinstance(d.result, NA) else d.result.statistic),
-        "p": _raw(d.result if isinstance(d.result, NA) else d.result.p), "excluded": " ".join(d.excluded),
+        "p": _raw(d.result if isinstance(d.result, NA) else d.result.p),
+        "p_holm": _raw(d.result if isinstance(d.result, NA) else (d.inference.p_adjusted if d.inference else "")),
+        "excluded": " ".join(d.excluded), **_inference_fields(d.metric, d.inference, dispersion=True),
     } for d in ev.dispersion_tests]
     out["source_comparisons"] = [
-        {"model": s.model, "method": s.method, **_comparison_fields(s, "source", "Holm within model x method x size x metric")}
+        {"model": s.model, "method": s.method, **_comparison_fields(s, "source", s.inference.family if s.inference else FAMILIES["source_comparisons"])}
         for s in ev.comparisons]
     out["strategy_comparisons"] = [
         {"model": s.model, "method_source": s.method,
-         **_comparison_fields(s, "strategy", "Holm within model x method x source x size x metric: each strategy vs random "
-                                               "when random ran, else every pair")}
+         **_comparison_fields(s, "strategy", s.inference.family if s.inference else FAMILIES["strategy_comparisons"])}
         for s in ev.strategies]
     out["noise_floor"] = [{
         "model": r.model, "method": r.method, "source": r.source, "n_samples": r.n_samples, "seq_len": r.seq_len,
@@ -130,6 +199,46 @@ def rows(summary: Summary) -> dict[str, list[dict[str, Any]]]:
     out["hardware"] = [{"hardware": k, "jobs_ok": v} for k, v in sorted(counts.items())]
     out["base_grid"] = [{"group": label, "warning": w} for label, warnings in ev.base_grid_flags for w in warnings]
     return {k: v for k, v in out.items() if v}
+
+
+def families_table(ev) -> Table | None:
+    """What each Holm family is, per table, with the number of families, their sizes and the verdicts counted
+    (None when the report has no comparison or dispersion test)."""
+    out = []
+    for name, title, items, dispersion in (("source_comparisons", "Sources compared", ev.comparisons, False),
+                                           ("strategy_comparisons", "Selection strategies compared", ev.strategies, False),
+                                           ("dispersion_tests", "Equal dispersion (Brown–Forsythe)", ev.dispersion_tests, True)):
+        if not items:
+            continue
+        infs = [r.inference for r in items if r.inference is not None]
+        if dispersion:
+            keys = ([0] * len(items) if ev.family == "global" else list(range(len(items))))
+        else:
+            keys = [0 if ev.family == "global" else (r.model, r.method, r.n_samples, r.seq_len, r.variant, r.metric) for r in items]
+        sizes = sorted({inf.family_size for inf in infs if inf.p_adjusted is not None})
+        counts: dict[str, int] = {}
+        for inf in infs:
+            word = inf.verdict if inf.verdict in ("different", "equivalent", "inconclusive") else "n/a"
+            counts[word] = counts.get(word, 0) + 1
+        out.append([title, GLOBAL_FAMILY if ev.family == "global" else FAMILIES[name], str(len(set(keys))),
+                    str(sum(inf.p_adjusted is not None for inf in infs)),
+                    f"{sizes[0]}–{sizes[-1]}" if len(sizes) > 1 else (str(sizes[0]) if sizes else "0"),
+                    ", ".join(f"{counts.get(w, 0)} {w}" for w in ("different", "equivalent", "inconclusive", "n/a") if counts.get(w))])
+    if not out:
+        return None
+    return Table(
+        title="Holm families, power and equivalence",
+        header=["table", "one Holm family is", "families", "tested rows", "family size m", "verdicts"],
+        rows=out,
+        note=f"--family {ev.family}" + (" (default; --family global makes each table one family)." if ev.family == "within"
+                                         else ": one Holm family over each whole table.")
+             + f" Each row's minimum detectable effect (MDE) is at {POWER:.0%} power and alpha = {ALPHA}/m for its family's "
+               "size m (conservative: Holm's first step). A row is 'different' only when its corrected p < "
+               f"{ALPHA}, 'equivalent' only when an equivalence test (TOST) against the margin rejects (Holm-corrected), and "
+               "otherwise 'inconclusive' with its MDE: a failure to reject is never reported as no effect. Equivalence "
+               "margins (report.equivalence, --equivalence METRIC=MARGIN): " + _margins_note(ev) + ".",
+        anchor="families",
+    )
 
 
 def tables(summary: Summary, with_variant: bool) -> list[Table]:
@@ -223,23 +332,37 @@ def tables(summary: Summary, with_variant: bool) -> list[Table]:
             title="Confidence intervals and calibration sets needed",
             header=["model", "method", "source", "n×len"] + vh + ["metric", "n", "mean [95% CI]", "SD [95% CI]", "sets needed"],
             rows=ev_rows,
-            note=f"95% bootstrap CIs over the calibration sets of each group: scipy.stats.bootstrap, BCa, {BOOTSTRAP_RESAMPLES} "
-                 f"resamples, seed {BOOTSTRAP_SEED}. Sets needed: smallest n whose Student-t 95% CI of the mean is no wider "
-                 "than the target (±0.5 accuracy points; ±1% of the mean perplexity), from the observed SD. n < 3 or all "
-                 "values equal: n/a (reason).",
+            note="95% CIs over the calibration sets of each group. Mean: Student t (scipy.stats.t.ppf). SD: chi-square "
+                 f"(scipy.stats.chi2.ppf, normal theory) for n < {BONETT_MIN_N}, Bonett's kurtosis-adjusted interval (Bonett 2006) "
+                 f"from n = {BONETT_MIN_N}; each covers at least 93% at n = 3, 4, 5, 10, 20 for normal and lognormal (sigma 0.25) "
+                 "data (bench/ci_coverage.py), where a BCa bootstrap covers 66-85% at n = 5. Sets needed: smallest n whose "
+                 "Student-t 95% CI of the mean is no wider than the target (±0.5 accuracy points; ±1% of the mean perplexity), "
+                 "from the observed SD. n < 3 or all values equal: n/a (reason).",
             anchor="evidence",
         ))
+    families = families_table(ev)
+    if families is not None:
+        out.append(families)
     if ev.dispersion_tests:
         out.append(Table(
             title="Equal dispersion between methods on the same source (Brown–Forsythe)",
-            header=["model", "source", "n×len"] + vh + ["metric", "methods (n)", "W", "p", "left out"],
+            header=["model", "source", "n×len"] + vh + ["metric", "methods (n)", "W", "p", "p (family)", "MDE (80%)", "verdict",
+                                                         "left out"],
             rows=[[d.model, d.source, _size(d.n_samples, d.seq_len)] + v(d.variant) + [
                 _unit(d.metric), "–" if isinstance(d.result, NA) else ", ".join(f"{k} ({n})" for k, n in d.result.n.items()),
                 str(d.result) if isinstance(d.result, NA) else f"{d.result.statistic:.3g}",
-                "" if isinstance(d.result, NA) else _p(d.result.p), ", ".join(d.excluded) + (" (data-free)" if d.excluded else ""),
+                "" if isinstance(d.result, NA) else _p(d.result.p),
+                "" if isinstance(d.result, NA) or d.inference is None or d.inference.p_adjusted is None else _p(d.inference.p_adjusted),
+                mde_text(d.metric, d.inference, dispersion=True), verdict_text(d.metric, d.inference, dispersion=True),
+                ", ".join(d.excluded) + (" (data-free)" if d.excluded else ""),
             ] for d in ev.dispersion_tests],
             note="scipy.stats.levene(center='median') across the data-dependent methods' values on one source (one value per "
-                 "calibration set); p < 0.05: the methods' spreads differ. Uncorrected (one test per source × metric).",
+                 f"calibration set). Family: {GLOBAL_FAMILY if ev.family == 'global' else FAMILIES['dispersion_tests']}. "
+                 f"MDE: the SD ratio (one method's SD over the others') that Brown-Forsythe detects with {POWER:.0%} power at "
+                 f"these n and alpha = {ALPHA}/m (seeded simulation of normal data), and that SD in the metric's units. "
+                 f"Verdict: 'different' when p (family) < {ALPHA}; 'equivalent within SD ratio r' when two one-sided F tests "
+                 f"per pair of methods (intersection-union, Holm over the family) give p < {ALPHA}; else 'inconclusive (MDE "
+                 "...)': not rejecting is not evidence of equal spread.",
             anchor="dispersion-tests",
         ))
     if ev.comparisons:
@@ -248,12 +371,12 @@ def tables(summary: Summary, with_variant: bool) -> list[Table]:
         out.append(Table(
             title=f"Sources compared within each method ({name}, Holm-corrected)",
             header=["model", "method", "n×len"] + vh + ["metric", "sources", "n", "means", "t" if ev.test == "welch" else "U",
-                                                         "p", "p (Holm)", effect],
+                                                         "p", "p (Holm)", effect, "MDE (80%)", "verdict"],
             rows=[[s.model, s.method, _size(s.n_samples, s.seq_len)] + v(s.variant) + [_unit(s.metric)] + _comparison_cells(s)
                   for s in ev.comparisons],
-            note=f"{name} per pair of sources, two-sided; p (Holm): Holm's correction over the pairs of one model × method × "
-                 f"size × metric (statsmodels multipletests). {effect}: positive when the first source's mean is larger. "
-                 "Data-free methods are not compared (see the controls).",
+            note=f"{name} per pair of sources, two-sided; p (Holm): Holm's correction over the family (statsmodels "
+                 f"multipletests). {effect}: positive when the first source's mean is larger. Data-free methods are not "
+                 "compared (see the controls). " + _family_note(ev, "source_comparisons"),
             anchor="source-comparisons",
         ))
     if ev.strategies:
@@ -262,13 +385,13 @@ def tables(summary: Summary, with_variant: bool) -> list[Table]:
         out.append(Table(
             title=f"Selection strategies compared within each method and source ({name}, Holm-corrected)",
             header=["model", "method / source", "n×len", "other settings", "metric", "strategies", "n", "means",
-                    "t" if ev.test == "welch" else "U", "p", "p (Holm)", effect],
+                    "t" if ev.test == "welch" else "U", "p", "p (Holm)", effect, "MDE (80%)", "verdict"],
             rows=[[s.model, s.method, _size(s.n_samples, s.seq_len), s.variant or "–", _unit(s.metric)] + _comparison_cells(s)
                   for s in ev.strategies],
             note=f"Groups that differ only in their selection.* settings (the calibration selection strategy), compared over "
                  f"their calibration sets (seeds): each strategy (first) against the random draw (second) when random ran in the "
-                 f"same model × method × source × size, else every pair; p (Holm) over those comparisons of one family and "
-                 f"metric. {effect}: positive when the first strategy's mean is larger (for perplexity, larger is worse).",
+                 f"same model × method × source × size, else every pair. {effect}: positive when the first strategy's mean is "
+                 "larger (for perplexity, larger is worse). " + _family_note(ev, "strategy_comparisons"),
             anchor="strategy-comparisons",
         ))
     return out

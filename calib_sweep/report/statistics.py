@@ -1,17 +1,31 @@
-"""The report's statistical tests, each a thin wrapper over ``scipy.stats`` (or statsmodels for Holm).
+"""The report's statistical tests and intervals, each a thin wrapper over ``scipy.stats`` or statsmodels.
 
 Every function takes plain lists of floats (one value per calibration set: the finished seeds of a group)
 and returns either a result that names its test, n and correction, or :class:`NA` with the reason a figure
 cannot be computed (``n=2 < 3``, ``all 5 values equal``), which the tables print as ``n/a (reason)``,
 never as 0 or NaN.
 
-- :func:`bootstrap_ci`: 95% bootstrap confidence interval of a group's mean or SD
-  (``scipy.stats.bootstrap``, BCa, seeded; seed and resamples recorded).
+Intervals (chosen because they cover at the n the report runs, ``bench/ci_coverage.py``; a bootstrap
+(BCa) interval undercovers there: 85% for the mean and 66% for the SD at n = 5, issue 27):
+
+- :func:`mean_interval`: 95% Student t interval of a group's mean (``scipy.stats.t.ppf``).
+- :func:`sd_interval`: 95% interval of a group's SD (ddof=1): chi-square (``scipy.stats.chi2.ppf``, normal
+  theory) for n = 3, 4, Bonett's kurtosis-adjusted interval (Bonett 2006) from n = :data:`BONETT_MIN_N` = 5 on,
+  where a skewed distribution makes the chi-square interval undercover (92% at n = 5, 90% at n = 20 for
+  lognormal data with log-SD 0.25); Bonett is conservative at n = 5-9 (97-99%, up to 1.8x chi-square's width).
+
+Tests, power and equivalence:
+
 - :func:`equal_dispersion`: Brown-Forsythe test of equal variances between methods on one source
-  (``scipy.stats.levene(center="median")``; Brown & Forsythe 1974).
+  (``scipy.stats.levene(center="median")``; Brown & Forsythe 1974); :func:`dispersion_mde` its minimum
+  detectable SD ratio (seeded simulation), :func:`sd_ratio_equivalence` a TOST on SD ratios (F tests).
 - :func:`pairwise`: every pair of sources within a method, Welch's t-test (``ttest_ind(equal_var=False)``)
   with Hedges' g, or Mann-Whitney U with the rank-biserial correlation; p-values Holm-corrected within the
   family (``statsmodels.stats.multitest.multipletests(method="holm")``; Holm 1979).
+- :func:`mean_difference_mde`: minimum detectable difference of two means at 80% power
+  (``statsmodels.stats.power.TTestIndPower.solve_power``); :func:`tost`: two one-sided t tests of
+  equivalence (``statsmodels.stats.weightstats.ttost_ind``); :func:`verdict`: ``different``,
+  ``equivalent`` or ``inconclusive``.
 - :func:`sets_needed`: how many calibration sets give a 95% CI half-width of a target, from the observed SD
   (Student t interval: smallest n with ``t_{0.975, n-1} * SD / sqrt(n) <= target``).
 - :func:`pooled_variance` and :func:`variance_ratio`: the numerical noise floor (pooled within-cell
@@ -29,12 +43,22 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-#: Seed and resamples of every bootstrap in the report (recorded in its CSVs).
-BOOTSTRAP_SEED = 0
-BOOTSTRAP_RESAMPLES = 9999
 CONFIDENCE = 0.95
 #: Significance level at which a flag is raised (after correction where one applies).
 ALPHA = 0.05
+#: Power at which the minimum detectable effect is stated.
+POWER = 0.80
+#: From this n on, the SD interval is Bonett's (kurtosis-adjusted; defined from n = 5); below it, chi-square.
+BONETT_MIN_N = 5
+#: Smallest n for an interval, a power figure or a test (below it: ``n/a (n=2 < 3)``).
+MIN_N = 3
+#: Seed and replicates of the simulation behind :func:`dispersion_mde`.
+SIMULATION_SEED = 0
+SIMULATION_REPLICATES = 4000
+
+MEAN_CI_METHOD = "Student t (scipy.stats.t.ppf)"
+SD_CI_CHI2 = "chi-square (scipy.stats.chi2.ppf; normal theory)"
+SD_CI_BONETT = "Bonett 2006 (kurtosis-adjusted; n >= 5)"
 
 
 @dataclass(frozen=True)
@@ -49,12 +73,13 @@ class NA:
 
 @dataclass(frozen=True)
 class Interval:
-    """A bootstrap confidence interval.
+    """A confidence interval of a group's mean or SD.
 
     Attributes:
         statistic: ``mean`` or ``sd`` (sample SD, ddof=1); estimate: its value on the data;
         low / high: the interval's ends (units of the metric); confidence: e.g. 0.95;
-        method: scipy's interval method (``BCa``); n: values; n_resamples, seed: of the bootstrap.
+        method: how it was computed (:data:`MEAN_CI_METHOD`, :data:`SD_CI_CHI2`, :data:`SD_CI_BONETT`);
+        n: values.
     """
 
     statistic: str
@@ -64,8 +89,6 @@ class Interval:
     confidence: float
     method: str
     n: int
-    n_resamples: int
-    seed: int
 
 
 @dataclass(frozen=True)
@@ -114,45 +137,85 @@ def _why_not(values: Sequence[float], minimum: int) -> NA | None:
     return None
 
 
-def _sd(x, axis=-1):
-    return np.std(x, ddof=1, axis=axis)
-
-
-def bootstrap_ci(values: Sequence[float], statistic: str = "mean", *, confidence: float = CONFIDENCE,
-                 n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> Interval | NA:
-    """Bootstrap confidence interval of the mean or the sample SD (ddof=1) of ``values``.
-
-    ``scipy.stats.bootstrap`` with its default BCa method (Efron 1987), ``n_resamples`` resamples drawn
-    by ``numpy.random.default_rng(seed)``, so the same values always give the same interval.
-
-    Args:
-        values: one value per calibration set (finite floats).
-        statistic: ``mean`` or ``sd``.
-
-    Returns:
-        :class:`Interval`, or :class:`NA` when n < 3, all values are equal, or BCa is undefined.
-
-    Raises:
-        ValueError: ``statistic`` is neither ``mean`` nor ``sd``.
-    """
+def t_bounds(x: np.ndarray, confidence: float = CONFIDENCE) -> tuple[np.ndarray, np.ndarray]:
+    """Student t interval of the mean along the last axis of ``x`` (shape ``[..., n]``, n >= 2):
+    ``mean -+ t_{(1+confidence)/2, n-1} * s / sqrt(n)`` (``scipy.stats.t.ppf``), arrays of shape ``[...]``."""
     from scipy import stats
 
-    if statistic not in ("mean", "sd"):
-        raise ValueError(f"statistic={statistic!r} must be 'mean' or 'sd'")
+    x = np.asarray(x, dtype=float)
+    n = x.shape[-1]
+    half = stats.t.ppf((1 + confidence) / 2, n - 1) * np.std(x, ddof=1, axis=-1) / math.sqrt(n)
+    mean = np.mean(x, axis=-1)
+    return mean - half, mean + half
+
+
+def chi2_sd_bounds(x: np.ndarray, confidence: float = CONFIDENCE) -> tuple[np.ndarray, np.ndarray]:
+    """Chi-square interval of the SD along the last axis of ``x`` (normal theory):
+    ``s * sqrt((n-1) / chi2_{(1+c)/2, n-1})`` to ``s * sqrt((n-1) / chi2_{(1-c)/2, n-1})`` (``scipy.stats.chi2.ppf``)."""
+    from scipy import stats
+
+    x = np.asarray(x, dtype=float)
+    n = x.shape[-1]
+    s = np.std(x, ddof=1, axis=-1)
+    return (s * math.sqrt((n - 1) / stats.chi2.ppf((1 + confidence) / 2, n - 1)),
+            s * math.sqrt((n - 1) / stats.chi2.ppf((1 - confidence) / 2, n - 1)))
+
+
+def bonett_sd_bounds(x: np.ndarray, confidence: float = CONFIDENCE) -> tuple[np.ndarray, np.ndarray]:
+    """Bonett's (2006, Comput. Stat. Data Anal. 50:775) interval of the SD along the last axis of ``x`` (n >= 5):
+    ``sqrt(c s^2 exp(-+ z se))`` with ``c = n / (n - z)``, ``se = c sqrt((k - (n-3)/n) / (n-1))`` and the kurtosis
+    ``k = n sum((x - m)^4) / sum((x - mean)^2)^2`` around the trimmed mean m (trim ``1 / (2 sqrt(n - 4))``,
+    ``scipy.stats.trim_mean``); z = ``scipy.stats.norm.ppf((1 + confidence) / 2)``."""
+    from scipy import stats
+
+    x = np.asarray(x, dtype=float)
+    n = x.shape[-1]
+    if n < 5:
+        raise ValueError(f"Bonett's interval needs n >= 5 (got {n})")
+    z = stats.norm.ppf((1 + confidence) / 2)
+    var = np.var(x, ddof=1, axis=-1)
+    m = stats.trim_mean(x, 1 / (2 * math.sqrt(n - 4)), axis=-1)
+    dev2 = np.sum((x - np.mean(x, axis=-1, keepdims=True)) ** 2, axis=-1)
+    kurt = n * np.sum((x - np.expand_dims(m, -1)) ** 4, axis=-1) / dev2 ** 2
+    c = n / (n - z)
+    se = c * np.sqrt(np.maximum(kurt - (n - 3) / n, 0.0) / (n - 1))
+    return np.sqrt(c * var * np.exp(-z * se)), np.sqrt(c * var * np.exp(z * se))
+
+
+def sd_ci_method(n: int) -> str:
+    """The SD interval used at ``n``: chi-square below :data:`BONETT_MIN_N`, Bonett from it on."""
+    return SD_CI_BONETT if n >= BONETT_MIN_N else SD_CI_CHI2
+
+
+def mean_interval(values: Sequence[float], *, confidence: float = CONFIDENCE) -> Interval | NA:
+    """Student t confidence interval of the mean of ``values`` (:func:`t_bounds`).
+
+    Returns:
+        :class:`Interval` (units of the values), or :class:`NA` when n < 3 or all values are equal.
+    """
     values = [float(v) for v in values]
-    bad = _why_not(values, 3)
+    bad = _why_not(values, MIN_N)
     if bad:
         return bad
-    data = np.asarray(values, dtype=float)
-    func = np.mean if statistic == "mean" else _sd
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # DegenerateDataWarning: handled below as n/a
-        result = stats.bootstrap((data,), func, confidence_level=confidence, n_resamples=n_resamples,
-                                 method="BCa", rng=np.random.default_rng(seed), vectorized=True, axis=-1)
-    low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return NA("BCa interval undefined for these values")
-    return Interval(statistic, float(func(data, axis=-1)), low, high, confidence, "BCa", len(values), n_resamples, seed)
+    low, high = t_bounds(np.asarray(values), confidence)
+    return Interval("mean", float(np.mean(values)), float(low), float(high), confidence, MEAN_CI_METHOD, len(values))
+
+
+def sd_interval(values: Sequence[float], *, confidence: float = CONFIDENCE) -> Interval | NA:
+    """Confidence interval of the sample SD (ddof=1) of ``values``: chi-square (:func:`chi2_sd_bounds`) for
+    n < 5, Bonett's (:func:`bonett_sd_bounds`) from n = 5 on (:func:`sd_ci_method`).
+
+    Returns:
+        :class:`Interval` (units of the values), or :class:`NA` when n < 3 or all values are equal.
+    """
+    values = [float(v) for v in values]
+    bad = _why_not(values, MIN_N)
+    if bad:
+        return bad
+    data = np.asarray(values)
+    method = sd_ci_method(len(values))
+    low, high = (bonett_sd_bounds if method == SD_CI_BONETT else chi2_sd_bounds)(data, confidence)
+    return Interval("sd", float(np.std(data, ddof=1)), float(low), float(high), confidence, method, len(values))
 
 
 def equal_dispersion(samples: Mapping[str, Sequence[float]]) -> Test | NA:
@@ -289,8 +352,14 @@ def sets_needed(values: Sequence[float], half_width: float, *, confidence: float
     if bad:
         return bad
     s = float(np.std(values, ddof=1))
-    n = np.arange(2, max_sets + 1)
-    widths = stats.t.ppf((1 + confidence) / 2, n - 1) * s / np.sqrt(n)
+    q = (1 + confidence) / 2
+    # the t width exceeds the normal one, so the answer is >= n0; and t_{n0-1} bounds t from n0 on, so it is <= n1
+    n0 = max(2, math.ceil((stats.norm.ppf(q) * s / half_width) ** 2))
+    if n0 > max_sets:
+        return NA(f"more than {max_sets} sets")
+    n1 = max(n0, math.ceil((stats.t.ppf(q, n0 - 1) * s / half_width) ** 2) if n0 > 2 else n0 + 10_000)
+    n = np.arange(2 if n0 <= 2 else n0 - 1, min(n1, max_sets) + 1)
+    widths = stats.t.ppf(q, n - 1) * s / np.sqrt(n)
     ok = np.nonzero(widths <= half_width)[0]
     if not ok.size:
         return NA(f"more than {max_sets} sets")
@@ -332,3 +401,160 @@ def variance_ratio(signal: tuple[float, int], noise: tuple[float, int]) -> Test 
         return Test("F (variance ratio, one-sided)", math.inf, 0.0, {"signal_df": dfs, "noise_df": dfn})
     f = vs / vn
     return Test("F (variance ratio, one-sided)", float(f), float(stats.f.sf(f, dfs, dfn)), {"signal_df": dfs, "noise_df": dfn})
+
+
+# ---------------------------------------------------------------------------------- power and equivalence
+
+def mean_difference_mde(n_a: int, n_b: int, alpha: float, *, power: float = POWER) -> float | NA:
+    """Minimum detectable difference of two means in SDs (Cohen's d on the pooled SD) at ``power``:
+    ``statsmodels.stats.power.TTestIndPower().solve_power(nobs1=n_a, ratio=n_b/n_a, alpha=alpha, power=power)``,
+    two-sided (the pooled-variance t test: Welch's test at these n has slightly less power).
+
+    Args:
+        n_a, n_b: values per sample; alpha: the per-test level (e.g. ``ALPHA / m`` for a Holm family of m).
+
+    Returns:
+        d (> 0), or :class:`NA` when a sample has fewer than 3 values.
+    """
+    if min(n_a, n_b) < MIN_N:
+        return NA(f"n={min(n_a, n_b)} < {MIN_N}")
+    from statsmodels.stats.power import TTestIndPower
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = TTestIndPower().solve_power(effect_size=None, nobs1=n_a, alpha=alpha, power=power, ratio=n_b / n_a,
+                                        alternative="two-sided")
+    return float(np.asarray(d).reshape(-1)[0])
+
+
+def mann_whitney_min_p(n_a: int, n_b: int) -> float:
+    """Smallest two-sided exact p-value Mann-Whitney U can give at these n: ``2 / C(n_a + n_b, n_a)``."""
+    return min(1.0, 2 / math.comb(n_a + n_b, n_a))
+
+
+def pooled_sd(a: Sequence[float], b: Sequence[float]) -> float:
+    """Pooled SD of two samples (ddof=1 each): ``sqrt(((n_a-1) s_a^2 + (n_b-1) s_b^2) / (n_a + n_b - 2))``."""
+    va = 0.0 if max(a) == min(a) else float(np.var(a, ddof=1))
+    vb = 0.0 if max(b) == min(b) else float(np.var(b, ddof=1))
+    return math.sqrt(((len(a) - 1) * va + (len(b) - 1) * vb) / (len(a) + len(b) - 2))
+
+
+def tost(a: Sequence[float], b: Sequence[float], margin: float) -> float | NA:
+    """Two one-sided Welch t tests that ``mean_a - mean_b`` lies within ``(-margin, +margin)``:
+    ``statsmodels.stats.weightstats.ttost_ind(a, b, -margin, margin, usevar="unequal")``; p < alpha means
+    the two means are equivalent within the margin (Schuirmann 1987).
+
+    Returns:
+        the TOST p-value (the larger of the two one-sided p-values), or :class:`NA` when a sample has
+        fewer than 3 values or neither sample varies.
+
+    Raises:
+        ValueError: ``margin`` not positive.
+    """
+    if not margin > 0:
+        raise ValueError(f"margin={margin!r} must be > 0")
+    a, b = [float(v) for v in a], [float(v) for v in b]
+    if min(len(a), len(b)) < MIN_N:
+        return NA(f"n={min(len(a), len(b))} < {MIN_N}")
+    if max(a) == min(a) and max(b) == min(b):
+        return NA("both samples constant: t undefined")
+    from statsmodels.stats.weightstats import ttost_ind
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = ttost_ind(np.asarray(a), np.asarray(b), -margin, margin, usevar="unequal")[0]
+    return float(p)
+
+
+def sd_ratio_equivalence(samples: Mapping[str, Sequence[float]], ratio: float) -> float | NA:
+    """Equivalence of the samples' SDs within a factor ``ratio`` (> 1): for every pair, two one-sided F tests
+    of ``s_i^2 / s_j^2`` against ``ratio^2`` and ``1 / ratio^2`` (``scipy.stats.f``; normal theory), joined as
+    an intersection-union test (the largest p over pairs; Berger 1982).
+
+    Returns:
+        p (< alpha: every pair's SD ratio is within ``[1/ratio, ratio]``), or :class:`NA` when a sample has
+        fewer than 3 values or every sample is constant.
+
+    Raises:
+        ValueError: ``ratio`` not > 1.
+    """
+    from scipy import stats
+
+    if not ratio > 1:
+        raise ValueError(f"ratio={ratio!r} must be > 1")
+    usable = {k: [float(v) for v in vals] for k, vals in samples.items()}
+    if min(len(v) for v in usable.values()) < MIN_N:
+        return NA(f"n={min(len(v) for v in usable.values())} < {MIN_N}")
+    variances = {k: 0.0 if max(v) == min(v) else float(np.var(v, ddof=1)) for k, v in usable.items()}
+    if not any(variances.values()):
+        return NA("every sample's values are all equal")
+    worst = 0.0
+    for i, j in itertools.combinations(sorted(usable), 2):
+        vi, vj, di, dj = variances[i], variances[j], len(usable[i]) - 1, len(usable[j]) - 1
+        if vj == 0 or vi == 0:
+            return 1.0  # a constant sample beside a varying one: no equivalence can be shown
+        f = vi / vj
+        worst = max(worst, float(stats.f.cdf(f / ratio ** 2, di, dj)), float(stats.f.sf(f * ratio ** 2, di, dj)))
+    return worst
+
+
+_DISPERSION_MDE: dict[tuple, float | NA] = {}
+
+
+def brown_forsythe_w(deviations: Sequence[np.ndarray]) -> np.ndarray:
+    """Brown-Forsythe's W (levene's statistic with ``center="median"``) from each sample's absolute deviations
+    from its median, ``[replicates, n_i]`` per sample: one-way ANOVA F of the deviations, shape ``[replicates]``."""
+    counts = np.asarray([d.shape[-1] for d in deviations], dtype=float)
+    k, total = len(deviations), counts.sum()
+    means = np.stack([d.mean(axis=-1) for d in deviations], axis=-1)
+    grand = (means * counts).sum(axis=-1, keepdims=True) / total
+    between = ((means - grand) ** 2 * counts).sum(axis=-1) / (k - 1)
+    within = sum(((d - d.mean(axis=-1, keepdims=True)) ** 2).sum(axis=-1) for d in deviations) / (total - k)
+    with np.errstate(divide="ignore", invalid="ignore"):  # 0/0: no spread around the medians -> NaN, never rejects
+        return between / within
+
+
+def dispersion_mde(ns: Sequence[int], alpha: float, *, power: float = POWER, seed: int = SIMULATION_SEED,
+                   replicates: int = SIMULATION_REPLICATES, max_ratio: float = 100.0) -> float | NA:
+    """Minimum SD ratio the Brown-Forsythe test detects at ``power``: normal samples of sizes ``ns``, the
+    smallest sample's SD ``r`` times the others'; the smallest r on a geometric grid (1 to ``max_ratio``,
+    241 points) at which ``replicates`` seeded simulations (``numpy.random.default_rng(seed)``, the same draws
+    for every r) reject at ``alpha`` in at least ``power`` of cases. The statistic is levene's (one-way ANOVA on
+    absolute deviations from each sample's median), its p from ``scipy.stats.f.sf``. Results are cached.
+
+    Returns:
+        r (> 1), or :class:`NA` when a sample has fewer than 3 values, or the power stays below ``power``
+        up to ``max_ratio``.
+    """
+    from scipy import stats
+
+    ns = sorted(int(n) for n in ns)
+    if ns[0] < MIN_N:
+        return NA(f"n={ns[0]} < {MIN_N}")
+    key = (tuple(ns), float(alpha), power, seed, replicates, max_ratio)
+    if key in _DISPERSION_MDE:
+        return _DISPERSION_MDE[key]
+    rng = np.random.default_rng(seed)
+    dev = []
+    for n in ns:
+        x = rng.standard_normal((replicates, n))
+        dev.append(np.abs(x - np.median(x, axis=1, keepdims=True)))
+    result: float | NA = NA(f"{power:.0%} power not reached at any SD ratio up to {max_ratio:g}")
+    for r in np.geomspace(1.0, max_ratio, 241)[1:]:
+        w = brown_forsythe_w([dev[0] * r] + dev[1:])  # scaling a sample scales its deviations from its median
+        p = stats.f.sf(w, len(ns) - 1, sum(ns) - len(ns))
+        if np.mean(p < alpha) >= power:
+            result = float(r)
+            break
+    _DISPERSION_MDE[key] = result
+    return result
+
+
+def verdict(p_adjusted: float | None, equivalence_p_adjusted: float | None, *, alpha: float = ALPHA) -> str:
+    """``different`` (the test's corrected p < alpha), ``equivalent`` (the TOST's corrected p < alpha) or
+    ``inconclusive`` (neither: a failure to reject, never a finding of no effect)."""
+    if p_adjusted is not None and p_adjusted < alpha:
+        return "different"
+    if equivalence_p_adjusted is not None and equivalence_p_adjusted < alpha:
+        return "equivalent"
+    return "inconclusive"
