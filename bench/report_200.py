@@ -1,6 +1,6 @@
-"""The report over 200 jobs: wall time of ``calib_sweep.report.write_report`` (bootstrap CIs, Brown-Forsythe,
-Holm-corrected source comparisons, noise floor, figures, CSV/Markdown/HTML) on a synthetic sweep shaped like
-replication_cpu: 5 methods x 4 sources x 10 seeds (200 results.json, random but seeded figures, two of them
+"""The report over 200 jobs: wall time of ``calib_sweep.report.write_report`` (t / chi-square / Bonett CIs,
+Brown-Forsythe, Holm-corrected source comparisons with MDE and verdicts, noise floor, figures, CSV/Markdown/HTML)
+on a synthetic sweep shaped like replication_cpu: 5 methods x 4 sources x 10 seeds (200 results.json, random but seeded figures, two of them
 data-free), plus 12 noise-floor reruns.
 
 Goal: under 30 s on a 2-core machine.
