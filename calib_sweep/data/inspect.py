@@ -118,7 +118,9 @@ def format_special_tokens(found: dict[str, Any], source: str, separator: int | N
     shown = ", ".join(f"{s} in {n}" for s, n in list(found["strings"].items())[:5])
     return (f"special-token strings: {found['documents']} of {found['total']} documents of {source} contain them"
             + (f" ({shown}; e.g. {', '.join(found['doc_ids'][:3])})" if found["documents"] else "")
-            + f"; tokenized as text, so the only control ids in rows are the separator ({separator}) and BOS ({bos})")
+            + "; tokenized as text, so the only control ids in rows are "
+            + (f"the separator ({separator})" if separator is not None else "none from documents (no separator)")
+            + (f" and BOS ({bos})" if bos is not None else " (no BOS)"))
 
 
 def inspect_set(calib, tokenizer, expect_language: str = "en") -> list[dict[str, Any]]:
@@ -214,4 +216,6 @@ def format_set_stats(stats: dict[str, Any], calib) -> str:
     strategy = calib.extra.get("selection", {}).get("strategy", "random")
     return (f"set (selection={strategy}): distinct 3-gram ratio {show('distinct_3gram_ratio', '.4f')}, "
             f"mean dense perplexity {show('mean_dense_perplexity', '.3f')}, "
-            f"activation coverage {show('activation_coverage', '.3f')} (clusters of the source's windows, k = {calib.n_samples})")
+            f"activation coverage {show('activation_coverage', '.3f')}"
+            + (f" (share of k = {calib.n_samples} clusters of the source's windows hit)"
+               if stats.get("activation_coverage") is not None else ""))
