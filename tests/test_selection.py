@@ -79,9 +79,10 @@ def test_selection_experiment_reuses_replication_jobs_for_random_only():
 
 # ----------------------------------------------------------------------- each strategy, hand-made
 def test_registry_has_every_strategy_and_random_is_default():
-    assert set(STRATEGIES) == {"random", "length", "perplexity", "lexical_diversity", "activation_diversity", "dedup"}
+    assert set(STRATEGIES) == {"random", "length", "perplexity", "lexical_diversity", "activation_diversity", "dedup",
+                               "zipf_diversity", "outlier_coverage"}
     assert resolve(None)[0].name == "random" and resolve(None)[1] == {"pool_factor": 1}
-    assert [n for n, s in STRATEGIES.items() if s.needs] == ["perplexity", "activation_diversity"]
+    assert [n for n, s in STRATEGIES.items() if s.needs] == ["perplexity", "activation_diversity", "outlier_coverage"]
 
 
 def test_perplexity_bands_take_lowest_middle_highest():

@@ -6,11 +6,13 @@ Commands::
                                         held-out) for the model's tokenizer, and how many disjoint sets
                                         of samples.n_samples x samples.seq_len each can give
     inspect [--results FILE | OVERRIDES...] [--show N] [--no-model] [--activations] [--coverage]
+            [--predictors [NAME,...]]
                                         statistics and anomaly flags of each sample of a calibration set,
                                         how many of the source's documents hold special-token strings
                                         (tokenized as text), and the set's distinct n-gram ratio, mean
                                         dense perplexity and activation coverage (the last two load the
-                                        model; --no-model skips them)
+                                        model; --no-model skips them); --predictors: the set's
+                                        predictors (calib_sweep.data.predictors; all, or the named ones)
     rebuild FILE [--export OUT.jsonl]   rebuild the calibration set recorded in a results.json from its
                                         manifest (document ids and token spans), check its SHA-256, and
                                         optionally write the sequences' text (to publish the data)
@@ -119,25 +121,33 @@ def _load_model_if_needed(cfg, always: bool = False):
 
 
 def cmd_inspect(results: str | None, overrides: list[str], show: int, out=sys.stdout,
-                use_model: bool = True, activations: bool = False, coverage: bool = False) -> list[dict[str, Any]]:
+                use_model: bool = True, activations: bool = False, coverage: bool = False,
+                predictors: list[str] | None = None) -> list[dict[str, Any]]:
     """Print statistics and flags of each sample, then the set's statistics
     (:func:`calib_sweep.data.inspect.set_stats`; ``use_model=False`` skips the two that need the dense
     model; the activation coverage only with ``coverage``, as it scores every window of the source) and, with
     ``activations``, per target layer the set's input-activation statistics on the dense
-    model (:func:`calib_sweep.methods.diagnostics.activation_stats`); return the per-sample rows (with text).
+    model (:func:`calib_sweep.methods.diagnostics.activation_stats`); with ``predictors`` (a list; empty:
+    all, or the token-only ones with ``use_model=False``) one line per predictor of
+    :mod:`calib_sweep.data.predictors`; return the per-sample rows (with text).
     One line per document source counts its documents that hold special-token strings
     (:func:`calib_sweep.data.inspect.special_token_documents`; they are tokenized as text); one line
     names how the base weights were stored, and a warning follows when the composed method quantizes
     them onto a grid at or near that one (:mod:`calib_sweep.models.storage`).
 
     Raises:
-        ConfigError: ``activations`` or ``coverage`` together with ``use_model=False``, or
+        ConfigError: an unknown predictor name, or a model-based one with ``use_model=False``;
+            ``activations`` or ``coverage`` together with ``use_model=False``, or
             ``use_model=False`` for a set that needs the model to be drawn (they contradict each other);
             a bad override or ``selection`` value (before any weights load).
     """
     for flag, given in (("--activations", activations), ("--coverage", coverage)):
         if given and not use_model:
             raise ConfigError(f"{flag} needs the dense model, but --no-model was given. Fix: drop one of the two.")
+    if predictors is not None:
+        from calib_sweep.data.predictors import resolve_names
+
+        predictors = resolve_names(predictors, use_model)  # refused before anything loads
     from calib_sweep import models
     from calib_sweep.data import build_calibration_set, needs_model
     from calib_sweep.data import build
@@ -211,9 +221,37 @@ def cmd_inspect(results: str | None, overrides: list[str], show: int, out=sys.st
         for name, figures in per_layer.items():
             print(f"{name:<44}{figures['mean_norm']:>11.3g}{figures['max_channel_ratio']:>9.1f}"
                   f"{figures['outlier_fraction']:>10.2e}", file=out)
+    if predictors is not None:
+        _print_predictors(cfg, calib, tokenizer, model if use_model else None, sources, separator, predictors, out,
+                          {k: stats[k] for k in ("activation_coverage",) if stats.get(k) is not None})
     for r in rows[:show]:
         print(f"--- sample {r['index']} ---\n{r['text'][:600]}", file=out)
     return rows
+
+
+def _print_predictors(cfg, calib, tokenizer, model, sources, separator, names: list[str], out,
+                      features: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Compute and print the predictors ``names`` of ``calib`` (one line each: value, unit, or ``n/a (reason)``);
+    ``features``: values already computed (``--coverage``'s activation coverage)."""
+    import numpy as np
+
+    from calib_sweep.data import heldout_token_ids
+    from calib_sweep.data.predictors import PREDICTORS, SetContext, compute
+
+    heldout = None
+    if cfg.dataset.get("loader") not in ("mixture", "self_generated"):
+        heldout = heldout_token_ids(cfg.dataset, tokenizer, docs=sources.get(str(cfg.dataset.name)),
+                                    separator_token_id=separator).numpy()
+    context = SetContext(input_ids=calib.input_ids.numpy(), sequences=calib.sequences, bos_token_id=calib.bos_token_id,
+                         separator_token_id=calib.separator_token_id, heldout_tokens=heldout, model=model, calib=calib,
+                         dataset_cfg=cfg.dataset, tokenizer=tokenizer, selection=cfg.get("selection"),
+                         features=dict(features or {}))
+    values = compute(context, names)
+    print(f"predictors of the set ({len(names)}):", file=out)
+    for name in names:
+        shown = f"{values[name]:.6g}" if values.get(name) is not None else f"n/a ({values.get(name + '_na')})"
+        print(f"  {name:<26}{shown:>12}  {PREDICTORS[name].unit}", file=out)
+    return values
 
 
 def rebuild_input_ids(record: dict[str, Any], tokenizer=None) -> torch.Tensor:
@@ -335,17 +373,24 @@ def main(argv: list[str] | None = None) -> int:
                                 "with the model: minutes on a CPU the first time, cached)")
     p_inspect.add_argument("--activations", action="store_true",
                            help="per target layer: the set's input-activation norm and outlier statistics on the dense model")
+    p_inspect.add_argument("--predictors", nargs="?", const="", default=None, metavar="NAME,...",
+                           help="the set's predictors (calib_sweep.data.predictors): all of them, or the comma-separated "
+                                "names; with --no-model only the token-only ones")
     p_inspect.add_argument("overrides", nargs="*")
     p_rebuild = sub.add_parser("rebuild", help="rebuild a recorded calibration set and check its hash")
     p_rebuild.add_argument("results")
     p_rebuild.add_argument("--export", help="write the sequences' text as JSON lines to this file")
     args = parser.parse_args(argv)
+    if getattr(args, "predictors", None) and "=" in args.predictors:  # `--predictors dataset=x`: an override, not names
+        args.overrides.insert(0, args.predictors)
+        args.predictors = ""
     try:
         if args.command == "sources":
             cmd_sources(args.overrides)
         elif args.command == "inspect":
             cmd_inspect(args.results, args.overrides, args.show, use_model=not args.no_model, activations=args.activations,
-                        coverage=args.coverage)
+                        coverage=args.coverage,
+                        predictors=None if args.predictors is None else [n for n in args.predictors.split(",") if n])
         else:
             return 0 if cmd_rebuild(args.results, args.export) else 1
     except (ConfigError, FileNotFoundError) as exc:

@@ -178,7 +178,7 @@ def set_stats(calib, model=None, dataset_cfg=None, tokenizer=None, selection=Non
         for name in ("mean_dense_perplexity", "activation_coverage"):
             stats[name], stats[f"{name}_na"] = None, "no model (--no-model)"
         return stats
-    from calib_sweep.data.selection.scoring import source_features, window_features
+    from calib_sweep.data.selection.scoring import window_features
 
     nll = window_features(model, calib.input_ids, "nll", batch_size=batch_size, desc="inspect: perplexity")
     stats["mean_dense_perplexity"] = round(math.exp(float(np.mean(nll))), 4)
@@ -186,12 +186,25 @@ def set_stats(calib, model=None, dataset_cfg=None, tokenizer=None, selection=Non
         stats["activation_coverage"], stats["activation_coverage_na"] = None, (
             "not requested: inspect --coverage scores every window of the source (minutes on a CPU, then cached)")
         return stats
+    stats["activation_coverage"], why = activation_coverage(calib, model, dataset_cfg, tokenizer, selection,
+                                                            separator_token_id, batch_size)
+    if why is not None:
+        stats["activation_coverage_na"] = why
+    return stats
+
+
+def activation_coverage(calib, model, dataset_cfg, tokenizer, selection=None, separator_token_id=-1,
+                        batch_size: int = 8) -> tuple[float | None, str | None]:
+    """:func:`set_stats`'s ``activation_coverage`` of a set: ``(value in (0, 1], None)`` or ``(None, reason)``
+    (document sources only; scores every window of the source with ``model``, cached)."""
+    import numpy as np
+
     if dataset_cfg is None or dataset_cfg.get("loader") in ("mixture", "self_generated") or tokenizer is None:
-        stats["activation_coverage"], stats["activation_coverage_na"] = None, "document sources only"
-        return stats
+        return None, "document sources only"
     from sklearn.cluster import KMeans
 
     from calib_sweep.data.sampling import token_stream
+    from calib_sweep.data.selection.scoring import source_features
     from calib_sweep.data.sources import load_documents, split_documents
 
     docs, _ = split_documents(load_documents(dataset_cfg), float(dataset_cfg.heldout_fraction))
@@ -204,8 +217,7 @@ def set_stats(calib, model=None, dataset_cfg=None, tokenizer=None, selection=Non
     k = min(calib.n_samples, n_slots)
     labels = KMeans(n_clusters=k, random_state=0, n_init=10).fit(np.asarray(pooled["pooled"], np.float64)).labels_
     hit = {int(labels[seq["slot"]]) for seq in calib.sequences}
-    stats["activation_coverage"] = round(len(hit) / k, 4)
-    return stats
+    return round(len(hit) / k, 4), None
 
 
 def format_set_stats(stats: dict[str, Any], calib) -> str:

@@ -38,7 +38,9 @@ class Candidates:
             window touches.
         features: model features of the windows, by name: ``"nll"`` ``float64 [m]`` (mean next-token
             negative log-likelihood of the dense model, nats per token), ``"pooled"`` ``float32 [m, d]``
-            (mean-pooled hidden states of one layer).  Only those the strategy ``needs``.
+            (mean-pooled hidden states of one layer), ``"channel_peaks"`` ``float32 [m, ...]`` (per target layer
+            each window's max ``|x|`` per input channel, :func:`~calib_sweep.data.selection.scoring.channel_peaks`).
+            Only those the strategy ``needs``.
     """
 
     slots: np.ndarray
@@ -92,7 +94,8 @@ class Strategy:
 STRATEGIES: dict[str, Strategy] = {}
 
 #: The modules that register the built-in strategies (one per strategy).
-_MODULES = ("random", "length", "perplexity", "lexical_diversity", "activation_diversity", "dedup")
+_MODULES = ("random", "length", "perplexity", "lexical_diversity", "activation_diversity", "dedup", "zipf_diversity",
+            "outlier_coverage")
 
 
 def register_strategy(

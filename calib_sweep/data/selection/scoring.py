@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-FEATURES = ("nll", "pooled")
+FEATURES = ("nll", "pooled", "channel_peaks")
 
 
 def model_fingerprint(model) -> str:
@@ -79,8 +79,9 @@ def window_features(model, rows: torch.Tensor, feature: str, layer: int = 0, bat
         rows: ``int64 [m, L]`` token ids (BOS included when the model needs one).
         feature: ``"nll"``: mean next-token negative log-likelihood of each row, nats per token,
             ``float64 [m]``; ``"pooled"``: the mean over positions of hidden state ``layer`` (index into
-            ``output_hidden_states``), ``float32 [m, hidden]``.
-        layer: see ``feature`` (ignored for ``"nll"``).
+            ``output_hidden_states``), ``float32 [m, hidden]``; ``"channel_peaks"``: per target layer each
+            row's max ``|x|`` per input channel and mean square input (:func:`split_channel_peaks`).
+        layer: see ``feature`` (ignored for ``"nll"`` and ``"channel_peaks"``).
         batch_size: rows per forward pass.
 
     Returns:
@@ -88,6 +89,8 @@ def window_features(model, rows: torch.Tensor, feature: str, layer: int = 0, bat
     """
     from tqdm.auto import tqdm
 
+    if feature == "channel_peaks":
+        return channel_peaks(model, rows, batch_size)
     device = next(model.parameters()).device
     out = []
     was_training = model.training
@@ -103,6 +106,36 @@ def window_features(model, rows: torch.Tensor, feature: str, layer: int = 0, bat
             out.append(hidden.float().mean(dim=1).cpu().numpy())
     model.train(was_training)
     return np.concatenate(out) if out else np.zeros((0,))
+
+
+def channel_peaks(model, rows: torch.Tensor, batch_size: int = 8) -> np.ndarray:
+    """``float32 [m, sum over target layers of (in_features + 2)]``: per layer, in model order, a block
+    ``[-in_features, mean square input of the row, max |x| of each input channel over the row's tokens]``
+    (self-describing, so :func:`split_channel_peaks` needs no model), for ``selection=outlier_coverage``."""
+    from calib_sweep.data.predictors.outlier_channel_coverage import channel_statistics
+
+    stats = channel_statistics(model, rows, batch_size=batch_size, per_row=True)
+    blocks = []
+    for s in stats.values():
+        peak = s["row_peak"]
+        blocks.append(np.concatenate([np.full((peak.shape[0], 1), -peak.shape[1]), s["row_mean_sq"][:, None], peak], axis=1))
+    return np.concatenate(blocks, axis=1).astype(np.float32) if blocks else np.zeros((rows.shape[0], 0), np.float32)
+
+
+def split_channel_peaks(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """:func:`channel_peaks`'s array as ``(peaks float32 [m, sum widths], mean_sq float64 [m, layers], widths)``."""
+    features = np.asarray(features)
+    peaks, mean_sq, widths = [], [], []
+    begin = 0
+    while begin < features.shape[1]:
+        width = int(round(-float(features[0, begin])))
+        mean_sq.append(features[:, begin + 1].astype(np.float64))
+        peaks.append(features[:, begin + 2 : begin + 2 + width])
+        widths.append(width)
+        begin += width + 2
+    m = features.shape[0]
+    return (np.concatenate(peaks, axis=1) if peaks else np.zeros((m, 0), np.float32),
+            np.stack(mean_sq, axis=1) if mean_sq else np.zeros((m, 0)), widths)
 
 
 def slot_rows(stream: np.ndarray, slots: np.ndarray, slot_len: int, bos_token_id: int | None) -> np.ndarray:
