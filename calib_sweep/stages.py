@@ -310,7 +310,29 @@ def calibrate(dataset: Any, samples: Any, seed: int, selection: Any, perturb: An
             eval_tokens[name] = heldout_token_ids(source_cfg, prepared.tokenizer,
                                                   docs=docs if name == dataset.name else None,
                                                   separator_token_id=prepared.separator, info=info)
+        if calib is not None:
+            record_predictors(calib, eval_tokens.get(str(dataset.name)), job)
     return Calibrated(calib, draw, eval_tokens, seq_len)
+
+
+def record_predictors(calib: CalibrationSet, heldout: torch.Tensor | None, job: JobState) -> None:
+    """``record["predictors"]``: the set's token-only predictors (:mod:`calib_sweep.data.predictors`), and
+    the model-based ones whose features the job already computed (``selection=perplexity``'s per-row
+    perplexities give ``mean_dense_perplexity``); the others are left out, so no predictor costs a forward
+    pass.  ``heldout``: the source's held-out stream when it is a perplexity text (else the JS distance is
+    ``None`` with its reason)."""
+    import numpy as np
+
+    from calib_sweep.data.predictors import SetContext, compute
+
+    features = {}
+    selection = calib.extra.get("selection") or {}
+    if selection.get("strategy") in ("perplexity",) and all("score" in s for s in calib.sequences):
+        features["nll"] = np.log([float(s["score"]) for s in calib.sequences])  # score = exp(mean NLL) per row
+    context = SetContext(input_ids=calib.input_ids.numpy(), sequences=calib.sequences, bos_token_id=calib.bos_token_id,
+                         separator_token_id=calib.separator_token_id,
+                         heldout_tokens=None if heldout is None else heldout.numpy(), features=features)
+    job.record["predictors"] = compute(context, only_cheap=True)
 
 
 def load(model_cfg: Any, method_cfg: Any, eval_cfg: Any, prepared: Prepared, calibrated: Calibrated,
@@ -324,6 +346,7 @@ def load(model_cfg: Any, method_cfg: Any, eval_cfg: Any, prepared: Prepared, cal
     if loaded.calib is None:
         with job.timer("calibrate"):
             loaded.calib = calibrated.draw(model)
+            record_predictors(loaded.calib, calibrated.eval_tokens.get(str(loaded.calib.source)), job)
     loaded.layer_names = list(methods.target_linears(model))
     diagnostics_on = bool(eval_cfg.get("layer_diagnostics", False))
     windows = int(eval_cfg.get("kl_windows", 4))
