@@ -11,7 +11,7 @@ self-contained HTML page with box plots and sample-size curves; when the runs we
 goes to W&B (:mod:`calib_sweep.report.wandb_upload`).
 
 The modules import in one direction (``tests/test_import_graph.py``): collect -> aggregate -> statistics ->
-evidence -> display / evidence_tables / layers / tables / figures -> html / wandb_upload -> this face, which
+evidence -> display / evidence_tables / layers / tables / figures / predictors -> html / wandb_upload -> this face, which
 puts the summary together (:func:`summarize`) and writes the files (:func:`write_report`).
 """
 
@@ -24,7 +24,9 @@ from typing import Callable, Iterable, Mapping
 from calib_sweep.report.aggregate import Summary, describe, describe_groups
 from calib_sweep.report.collect import Job, ReportError, load_jobs
 from calib_sweep.report.evidence import compute as compute_evidence
+from calib_sweep.report.evidence import data_free_methods
 from calib_sweep.report.layers import families as layer_families
+from calib_sweep.report.predictors import check as predictor_checks
 
 __all__ = ["Job", "ReportError", "Summary", "ReportFiles", "describe", "load_jobs", "summarize", "write_report"]
 
@@ -46,6 +48,7 @@ def summarize(jobs: list[Job], test: str = "welch", family: str = "within",
     summary = describe_groups(jobs)
     summary.evidence = compute_evidence(jobs, summary.groups, summary.metrics, test, family, equivalence)
     summary.layer_families = layer_families(jobs)
+    summary.predictors = predictor_checks(jobs, summary.metrics, data_free_methods())
     return summary
 
 
@@ -83,6 +86,9 @@ def write_report(paths: Iterable[str | Path], out: str | Path, *, wandb: bool = 
         ReportError: a path does not exist, or holds no job folder; an unknown ``family``; a bad margin.
     """
     from calib_sweep.report.figures import all_figures
+    from calib_sweep.report.predictors import figures as predictor_figures
+    from calib_sweep.report.predictors import markdown as predictor_markdown
+    from calib_sweep.report.predictors import write_csv as write_predictor_csv
     from calib_sweep.report.html import render_html
     from calib_sweep.report.tables import build_tables, markdown, write_csvs
 
@@ -96,7 +102,7 @@ def write_report(paths: Iterable[str | Path], out: str | Path, *, wandb: bool = 
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     tables = build_tables(summary)
-    figures = all_figures(summary)
+    figures = all_figures(summary) + predictor_figures(summary.predictors)
     figure_paths = []
     for figure in figures:
         path = out / "figures" / f"{figure.name}.png"
@@ -104,8 +110,10 @@ def write_report(paths: Iterable[str | Path], out: str | Path, *, wandb: bool = 
         figure_paths.append(path)
     sources = [str(p) for p in paths]
     csvs = write_csvs(summary, out)
+    csvs += [p for p in [write_predictor_csv(summary.predictors, out)] if p is not None]
     md = out / "report.md"
-    md.write_text(markdown(summary, tables, sources, {f.title: f"figures/{f.name}.png" for f in figures}), encoding="utf-8")
+    md.write_text(markdown(summary, tables, sources, {f.title: f"figures/{f.name}.png" for f in figures})
+                  + predictor_markdown(summary.predictors), encoding="utf-8")
     page = out / "report.html"
     page.write_text(render_html(summary, tables, figures, sources), encoding="utf-8")
     if wandb:

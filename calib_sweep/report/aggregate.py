@@ -151,6 +151,7 @@ class Summary:
     dense_reference: dict[str, dict[str, float]]
     evidence: Any = None  # calib_sweep.report.evidence.Evidence, filled by calib_sweep.report.summarize
     layer_families: list = field(default_factory=list)  # calib_sweep.report.layers.LayerFamily, likewise
+    predictors: Any = None  # calib_sweep.report.predictors.PredictorChecks, likewise
 
     @property
     def counts(self) -> dict[str, int]:

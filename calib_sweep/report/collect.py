@@ -69,6 +69,7 @@ class Job:
         layers: ``results.json["layers"]`` (per-layer diagnostics: names, output_error, ...), empty if absent.
         base_grid: the warning of :func:`calib_sweep.models.storage.grid_warning` when the job quantized
             weights already stored on a grid at or near its own (``results.json["weights_storage"]``), else None.
+        predictors: ``results.json["predictors"]``: the calibration set's predictors (numeric ones), empty if absent.
     """
 
     folder: Path
@@ -88,6 +89,7 @@ class Job:
     layers: dict[str, Any] = field(default_factory=dict)
     stage: str | None = None
     base_grid: str | None = None
+    predictors: dict[str, float] = field(default_factory=dict)
 
     @property
     def config_refused(self) -> bool:
@@ -257,6 +259,7 @@ def read_job(folder: Path) -> Job:
         job.base_grid = grid_warning(record["weights_storage"], config.get("method") or {})
     if job.status == "ok":
         job.metrics = _numeric(record.get("metrics"))
+        job.predictors = _numeric(record.get("predictors"))
         if isinstance(record.get("layers"), dict) and isinstance(record["layers"].get("names"), list):
             job.layers = record["layers"]
     else:

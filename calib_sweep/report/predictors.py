@@ -1,0 +1,309 @@
+"""Do the set predictors (:mod:`calib_sweep.data.predictors`) predict what the sweeps measured?
+
+For every model x method (data-dependent methods only) x size x variant (the ``selection.*`` keys do not
+split: sets chosen by different strategies are sets alike) and every outcome metric (perplexities, mean
+zero-shot accuracy, KL from the dense model), with each finished, canonical job as one calibration set and
+the predictors its ``results.json["predictors"]`` recorded:
+
+* ``scope = all``: Spearman's rho (:func:`scipy.stats.spearmanr`) of predictor and outcome over every set;
+* ``scope = source=<name>``: the same within one source (does it rank the sets of one source?);
+* ``scope = across sources``: rho of the sources' mean predictor and mean outcome (n = sources);
+* ``scope = leave out <name>``: the direction (sign of rho) learnt on the other sources' sets, applied to
+  rank the held-out source's sets: ``sign(rho_train) x rho_held_out`` (positive = the predictor ranked the
+  unseen source's sets the right way round); no p-value.
+
+Each rho comes with a 95% percentile bootstrap interval (:func:`scipy.stats.bootstrap`, sets resampled
+in pairs, :data:`BOOTSTRAP_RESAMPLES` resamples, seed :data:`BOOTSTRAP_SEED`), the p-value of
+``spearmanr``, Holm's adjustment over the predictors of one (model, method, metric, scope) family
+(``statsmodels.stats.multitest.multipletests(method="holm")``; Holm 1979) and the family's minimum
+detectable ``|rho|`` at 80% power and level ``alpha / m`` (two-sided; Fisher z with Spearman's variance
+``1.06 / (n - 3)``, Fieller, Hartley & Pearson 1957).  Fewer than :data:`MIN_SETS` sets: ``n/a (n=3 < 5)``,
+never a coefficient.  ``predictors.csv`` holds every row; ``report.md`` the ``all`` and ``across sources``
+rows and a count of the leave-one-source-out checks; one scatter figure per (predictor, method).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from calib_sweep.report.collect import Job
+from calib_sweep.report.statistics import ALPHA, POWER
+
+#: Fewest sets for a coefficient (below: ``n/a (n=3 < 5)``).
+MIN_SETS = 5
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+#: Variance factor of Fisher's z of Spearman's rho (Fieller, Hartley & Pearson 1957): ``1.06 / (n - 3)``.
+SPEARMAN_Z_VARIANCE = 1.06
+
+
+@dataclass
+class PredictorRow:
+    """One predictor against one outcome in one scope (see the module docstring).
+
+    Attributes:
+        rho: Spearman's rho (``None`` when ``na``); ci_low / ci_high its 95% bootstrap interval;
+        p: two-sided p of ``spearmanr``; p_holm: Holm-adjusted over the family's predictors;
+        family_size: predictors in the family (m); mde_rho: minimum detectable ``|rho|`` (80% power, alpha/m);
+        na: why no coefficient (``n=3 < 5``, ``predictor constant``), else ``None``.
+    """
+
+    model: str
+    method: str
+    n_samples: int | None
+    seq_len: int | None
+    variant: str
+    metric: str
+    predictor: str
+    scope: str
+    n: int
+    rho: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    p: float | None = None
+    p_holm: float | None = None
+    family_size: int = 0
+    mde_rho: float | None = None
+    na: str | None = None
+
+    @property
+    def text(self) -> str:
+        """``0.62 [0.21, 0.85]`` or ``n/a (n=3 < 5)``."""
+        if self.rho is None:
+            return f"n/a ({self.na})"
+        ci = f" [{self.ci_low:.2f}, {self.ci_high:.2f}]" if self.ci_low is not None else ""
+        return f"{self.rho:.2f}{ci}"
+
+
+@dataclass
+class PredictorChecks:
+    """All rows, and the (predictor, method) scatter data: ``points[(model, method, predictor)]`` =
+    ``[(predictor value, outcome, source)]`` of the first outcome metric ``metric_for_points``."""
+
+    rows: list[PredictorRow] = field(default_factory=list)
+    points: dict[tuple[str, str, str], list[tuple[float, float, str]]] = field(default_factory=dict)
+    metric_for_points: str | None = None
+
+
+def is_outcome(metric: str) -> bool:
+    """Perplexities, mean zero-shot accuracy and the KL from the dense model."""
+    return metric.startswith("perplexity/") or metric in ("zeroshot/mean_acc", "compression/kl_from_dense")
+
+
+def _spearman_along(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Spearman's rho along ``axis`` (vectorised, average ranks; 0 where one side is constant)."""
+    from scipy.stats import rankdata
+
+    rx, ry = rankdata(x, axis=axis), rankdata(y, axis=axis)
+    rx = rx - rx.mean(axis=axis, keepdims=True)
+    ry = ry - ry.mean(axis=axis, keepdims=True)
+    den = np.sqrt((rx * rx).sum(axis=axis) * (ry * ry).sum(axis=axis))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (rx * ry).sum(axis=axis) / np.where(den > 0, den, 1.0), 0.0)
+
+
+def spearman(x, y) -> tuple[float | None, float | None, float | None, float | None, str | None]:
+    """``(rho, ci_low, ci_high, p, na)`` of paired values; ``na`` names why there is no coefficient."""
+    from scipy.stats import bootstrap, spearmanr
+
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    n = int(x.size)
+    if n < MIN_SETS:
+        return None, None, None, None, f"n={n} < {MIN_SETS}"
+    if np.ptp(x) == 0:
+        return None, None, None, None, f"predictor constant over the {n} sets"
+    if np.ptp(y) == 0:
+        return None, None, None, None, f"outcome constant over the {n} sets"
+    result = spearmanr(x, y)
+    ci = bootstrap((x, y), _spearman_along, paired=True, vectorized=True, n_resamples=BOOTSTRAP_RESAMPLES,
+                   method="percentile", random_state=np.random.default_rng(BOOTSTRAP_SEED)).confidence_interval
+    return float(result.statistic), float(ci.low), float(ci.high), float(result.pvalue), None
+
+
+def rho_mde(n: int, m: int, alpha: float = ALPHA, power: float = POWER) -> float | None:
+    """Smallest ``|rho|`` a two-sided test at level ``alpha / m`` detects with ``power``, ``n`` sets (Fisher z,
+    ``var = 1.06 / (n - 3)``); ``None`` for ``n <= 3``."""
+    from scipy.stats import norm
+
+    if n <= 3:
+        return None
+    z = (norm.ppf(1 - alpha / max(m, 1) / 2) + norm.ppf(power)) * math.sqrt(SPEARMAN_Z_VARIANCE / (n - 3))
+    return float(math.tanh(z))
+
+
+def _holm(rows: list[PredictorRow]) -> None:
+    from statsmodels.stats.multitest import multipletests
+
+    for row in rows:
+        row.family_size = len(rows)
+        row.mde_rho = rho_mde(row.n, len(rows)) if row.n >= MIN_SETS else None
+    tested = [r for r in rows if r.p is not None]
+    if tested:
+        adjusted = multipletests([r.p for r in tested], method="holm")[1]
+        for row, p in zip(tested, adjusted):
+            row.p_holm = float(p)
+
+
+def _sets(jobs: list[Job], data_free: frozenset[str]) -> dict[tuple, list[Job]]:
+    """Finished canonical jobs with recorded predictors, by (model, method, n_samples, seq_len, variant
+    without ``selection.*``)."""
+    out: dict[tuple, list[Job]] = {}
+    for job in jobs:
+        if job.status != "ok" or job.repeat or not job.predictors or job.method == "dense" or job.method in data_free:
+            continue
+        variant = ", ".join(f"{k}={v}" for k, v in job.variant_items if not k.startswith("selection"))
+        out.setdefault((job.model, job.method, job.n_samples, job.seq_len, variant), []).append(job)
+    return out
+
+
+def check(jobs: list[Job], metrics: list[str], data_free: frozenset[str] = frozenset()) -> PredictorChecks:
+    """Every :class:`PredictorRow` of the jobs (see the module docstring).
+
+    Args:
+        jobs: the report's jobs (:func:`calib_sweep.report.collect.load_jobs`).
+        metrics: the report's metrics (outcomes are those :func:`is_outcome` keeps).
+        data_free: methods that never read calibration data (left out).
+    """
+    checks = PredictorChecks()
+    outcomes = [m for m in metrics if is_outcome(m)]
+    checks.metric_for_points = next(iter(outcomes), None)
+    for (model, method, n_samples, seq_len, variant), members in sorted(_sets(jobs, data_free).items(), key=str):
+        names = sorted({p for j in members for p, v in j.predictors.items() if isinstance(v, (int, float))})
+        sources = sorted({j.source for j in members})
+        for metric in outcomes:
+            def pairs(subset, name):
+                got = [(j.predictors[name], j.metrics[metric], j.source) for j in subset
+                       if isinstance(j.predictors.get(name), (int, float)) and metric in j.metrics
+                       and math.isfinite(j.metrics[metric])]
+                return got
+
+            def row(name, scope, n, stats=None, na=None):
+                rho, low, high, p, why = stats if stats is not None else (None, None, None, None, na)
+                return PredictorRow(model, method, n_samples, seq_len, variant, metric, name, scope, n, rho, low, high,
+                                    p, na=why)
+
+            families: dict[str, list[PredictorRow]] = {}
+            for name in names:
+                got = pairs(members, name)
+                if metric == checks.metric_for_points:
+                    checks.points[(model, method, name)] = got
+                families.setdefault("all", []).append(
+                    row(name, "all", len(got), spearman([g[0] for g in got], [g[1] for g in got])))
+                for source in sources:
+                    own = [g for g in got if g[2] == source]
+                    families.setdefault(f"source={source}", []).append(
+                        row(name, f"source={source}", len(own), spearman([g[0] for g in own], [g[1] for g in own])))
+                means = [(np.mean([g[0] for g in got if g[2] == s]), np.mean([g[1] for g in got if g[2] == s]))
+                         for s in sources if any(g[2] == s for g in got)]
+                families.setdefault("across sources", []).append(
+                    row(name, "across sources", len(means), spearman([a for a, _ in means], [b for _, b in means])))
+                for source in sources:
+                    train = [g for g in got if g[2] != source]
+                    held = [g for g in got if g[2] == source]
+                    scope = f"leave out {source}"
+                    rho_train = spearman([g[0] for g in train], [g[1] for g in train])
+                    rho_held = spearman([g[0] for g in held], [g[1] for g in held])
+                    if rho_train[0] is None or rho_held[0] is None:
+                        why = rho_train[4] if rho_train[0] is None else rho_held[4]
+                        which = "other sources" if rho_train[0] is None else source
+                        checks.rows.append(row(name, scope, len(held), na=f"{which}: {why}"))
+                        continue
+                    sign = 1.0 if rho_train[0] >= 0 else -1.0
+                    lo, hi = sorted((sign * rho_held[1], sign * rho_held[2]))
+                    checks.rows.append(row(name, scope, len(held), (sign * rho_held[0], lo, hi, None, None)))
+            for family in families.values():
+                _holm(family)
+                checks.rows.extend(family)
+    return checks
+
+
+def csv_rows(checks: PredictorChecks | None) -> dict[str, list[dict[str, Any]]]:
+    """``{"predictors": rows}`` for ``predictors.csv`` and W&B (empty when no job recorded predictors)."""
+    if checks is None or not checks.rows:
+        return {}
+    return {"predictors": [{**asdict(r), "text": r.text} for r in checks.rows]}
+
+
+def _p(value: float | None) -> str:
+    return "" if value is None else (f"{value:.3f}" if value >= 0.001 else f"{value:.1e}")
+
+
+def markdown(checks: PredictorChecks | None) -> str:
+    """The ``report.md`` section: the ``all`` and ``across sources`` rows with n, rho [95% CI], p, Holm p, m and
+    MDE, and per method how many leave-one-source-out checks ranked the held-out source the right way."""
+    if checks is None or not checks.rows:
+        return ""
+    lines = ["## Set predictors against outcomes", "",
+             f"Spearman rho of each predictor (results.json `predictors`) with each outcome across calibration sets "
+             f"(95% percentile bootstrap CI, {BOOTSTRAP_RESAMPLES} resamples; Holm over the predictors of one model x "
+             f"method x metric x scope, m = family size; MDE = smallest |rho| detectable at 80% power and alpha/m; "
+             f"fewer than {MIN_SETS} sets: n/a). Every scope, and the within-source rows, in `predictors.csv`.", "",
+             "| model | method | metric | scope | predictor | n | rho [95% CI] | p | Holm p | m | MDE |rho| |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in checks.rows:
+        if r.scope not in ("all", "across sources"):
+            continue
+        mde = "" if r.mde_rho is None else f"{r.mde_rho:.2f}"
+        lines.append(f"| {r.model} | {r.method}{f' [{r.variant}]' if r.variant else ''} | {r.metric} | {r.scope} | "
+                     f"{r.predictor} | {r.n} | {r.text} | {_p(r.p)} | {_p(r.p_holm)} | {r.family_size} | {mde} |")
+    loso = [r for r in checks.rows if r.scope.startswith("leave out")]
+    if loso:
+        lines += ["", "Leave one source out (direction learnt on the other sources, applied to the held-out source's "
+                  "sets; rho > 0 = ranked the right way round):", "",
+                  "| model | method | metric | predictor | checks | right way | n/a |", "|---|---|---|---|---|---|---|"]
+        keyed: dict[tuple, list[PredictorRow]] = {}
+        for r in loso:
+            keyed.setdefault((r.model, r.method, r.metric, r.predictor), []).append(r)
+        for (model, method, metric, predictor), rows in keyed.items():
+            done = [r for r in rows if r.rho is not None]
+            lines.append(f"| {model} | {method} | {metric} | {predictor} | {len(done)} | "
+                         f"{sum(r.rho > 0 for r in done)} | {len(rows) - len(done)} |")
+    return "\n".join(lines) + "\n"
+
+
+def figures(checks: PredictorChecks | None) -> list:
+    """One scatter (:class:`calib_sweep.report.figures.Figure`) per (model, method, predictor): predictor value
+    against the first outcome metric, one colour per source."""
+    from calib_sweep.report.figures import _COLOURS, Figure, _png, _slug, plt
+
+    if checks is None:
+        return []
+    out = []
+    for (model, method, predictor), points in sorted(checks.points.items()):
+        if not points:
+            continue
+        fig, ax = plt.subplots(figsize=(4.8, 3.6))
+        sources = sorted({s for _, _, s in points})
+        for index, source in enumerate(sources):
+            xs = [x for x, _, s in points if s == source]
+            ys = [y for _, y, s in points if s == source]
+            ax.scatter(xs, ys, s=18, color=_COLOURS[index % len(_COLOURS)], label=source)
+        ax.set_xlabel(predictor)
+        ax.set_ylabel(checks.metric_for_points or "")
+        title = f"{model}: {method}, {predictor}"
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7)
+        out.append(Figure(_slug(f"predictor_{model}_{method}_{predictor}"), f"Predictor {predictor} vs "
+                          f"{checks.metric_for_points} ({model}, {method})", _png(fig)))
+    return out
+
+
+def write_csv(checks: PredictorChecks | None, out) -> Any:
+    """Write ``out/predictors.csv`` (every row of :func:`csv_rows`); return its path, or ``None`` when no job
+    recorded predictors."""
+    import csv
+    from pathlib import Path
+
+    rows = csv_rows(checks).get("predictors")
+    if not rows:
+        return None
+    path = Path(out) / "predictors.csv"
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
