@@ -52,6 +52,7 @@ from calib_sweep.data import (
 from calib_sweep.data.selection.scoring import check_model_fit
 from calib_sweep.errors import ConfigError
 from calib_sweep.evaluation import evaluate_model
+from calib_sweep.evaluation.items import save_item_records
 from calib_sweep.evaluation.baseline import deltas, dense_baseline
 from calib_sweep.evaluation.perplexity import stream_windows
 from calib_sweep.methods import diagnostics
@@ -412,8 +413,11 @@ def evaluate(cfg: Any, prepared: Prepared, calibrated: Calibrated, compressed: C
         cfg: the whole config: the dense baseline's cache key is made of its resolved config.
     """
     with job.timer("evaluate"):
+        item_records: dict = {}
         metrics, evaluation = evaluate_model(compressed.model, prepared.tokenizer, cfg.eval, calibrated.eval_tokens,
-                                             prepared.bos)
+                                             prepared.bos, item_records)
+        if item_records:  # issue 27 item 4: per-item zero-shot records beside results.json
+            save_item_records(job.folder, item_records)
     if cfg.method.get("save", False):
         with job.timer("save"):  # last use of the compressed model: saving may pack it in memory
             path = methods.save(compressed.model, cfg.method, job.folder / "model", prepared.tokenizer)

@@ -41,3 +41,28 @@ def test_missing_and_duplicates(tmp_path):
         load_item_records(tmp_path)
     with pytest.raises(ValueError, match="duplicate doc_id"):
         records_from_samples(_samples() + _samples())
+
+
+def test_evaluate_model_fills_records_that_agree_with_metrics(tiny_model_dir, tmp_path):
+    import torch
+    from omegaconf import OmegaConf
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from calib_sweep.evaluation import evaluate_model
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    cfg = OmegaConf.create({"perplexity": {"seq_len": 16, "max_windows": 1, "batch_size": 1},
+                            "zeroshot": {"tasks": ["piqa", "rte"], "limit": 4, "batch_size": 4}})
+    records: dict = {}
+    metrics, _ = evaluate_model(model, tokenizer, cfg, {}, item_records=records)
+    assert sorted(records) == ["piqa", "rte"]
+    piqa, rte = records["piqa"], records["rte"]
+    assert piqa.doc_id.tolist() == [0, 1, 2, 3] and piqa.choice_offsets.tolist() == [0, 2, 4, 6, 8]
+    assert rte.correct_norm is None and piqa.correct_norm is not None
+    assert piqa.correct.mean() == pytest.approx(metrics["zeroshot/piqa/acc"])
+    assert piqa.correct_norm.mean() == pytest.approx(metrics["zeroshot/piqa/acc_norm"])
+    assert rte.correct.mean() == pytest.approx(metrics["zeroshot/rte/acc"])
+    assert ((piqa.pred == piqa.target) == piqa.correct.astype(bool)).all()  # acc is argmax of raw loglik
+    save_item_records(tmp_path, records)
+    assert load_item_records(tmp_path)["piqa"].loglik.tolist() == piqa.loglik.tolist()

@@ -63,7 +63,8 @@ def validate_eval(eval_cfg: Any) -> None:
 
 
 def evaluate_model(
-    model, tokenizer, eval_cfg: Any, texts: dict[str, torch.Tensor], bos_token_id: int | None = None
+    model, tokenizer, eval_cfg: Any, texts: dict[str, torch.Tensor], bos_token_id: int | None = None,
+    item_records: dict | None = None,
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Evaluate a (compressed) model in memory as the ``eval`` config group says.
 
@@ -77,6 +78,8 @@ def evaluate_model(
         bos_token_id: put in front of every perplexity window of the held-out texts
             (``model.prepend_bos``; see :func:`calib_sweep.evaluation.perplexity.perplexity`).  Hub
             texts keep the reference protocol (one BOS where the tokenizer adds it).
+        item_records: when given, filled with per-item zero-shot records ``{task: ItemRecords}``
+            (:mod:`calib_sweep.evaluation.items`).
 
     Returns:
         ``(metrics, details)``: ``metrics`` maps ``perplexity/<text>`` (held-out sources and Hub
@@ -108,7 +111,7 @@ def evaluate_model(
     zs_cfg = _get(eval_cfg, "zeroshot")
     if zs_cfg is not None and _get(zs_cfg, "tasks"):
         start = time.perf_counter()
-        zs_metrics, zs_details = zero_shot(model, tokenizer, zs_cfg)
+        zs_metrics, zs_details = zero_shot(model, tokenizer, zs_cfg, item_records)
         zs_details.setdefault("zeroshot", {})["seconds"] = round(time.perf_counter() - start, 3)
         metrics.update(zs_metrics)
         details.update(zs_details)

@@ -26,6 +26,7 @@ import time
 from typing import Any, Mapping
 
 from calib_sweep.errors import ConfigError
+from calib_sweep.evaluation.items import records_from_samples
 from calib_sweep.evaluation import tasks as task_data
 
 log = logging.getLogger(__name__)
@@ -246,13 +247,15 @@ def _leaf_items(result: dict[str, Any], spec: task_data.TaskSpec) -> tuple[int, 
     return effective, original
 
 
-def zero_shot(model, tokenizer, zs_cfg: Any) -> tuple[dict[str, float], dict[str, Any]]:
+def zero_shot(model, tokenizer, zs_cfg: Any, item_records: dict | None = None) -> tuple[dict[str, float], dict[str, Any]]:
     """Zero-shot accuracy of an in-memory model on the configured tasks through lm-eval.
 
     Args:
         model: a Hugging Face causal LM (float weights of any dtype; evaluated where it lies).
         tokenizer: its tokenizer.
         zs_cfg: the ``eval.zeroshot`` config (see :func:`validate_zero_shot`).
+        item_records: when given, filled with ``{task: ItemRecords}`` (per-item records from
+            lm-eval's samples; see :mod:`calib_sweep.evaluation.items`) for every leaf task.
 
     Returns:
         ``(metrics, details)``: ``metrics`` maps ``zeroshot/<task>/<acc|acc_norm|perplexity>`` and
@@ -288,7 +291,11 @@ def zero_shot(model, tokenizer, zs_cfg: Any) -> tuple[dict[str, float], dict[str
     details: dict[str, Any] = {}
     for task_limit, group in by_limit.items():
         start = time.perf_counter()
-        result = run_lm_eval(lm, group, task_limit, {k: v for k, v in local.items() if k in group}, iters)
+        result = run_lm_eval(lm, group, task_limit, {k: v for k, v in local.items() if k in group}, iters,
+                             log_samples=item_records is not None)
+        if item_records is not None:
+            for leaf, samples in (result.get("samples") or {}).items():
+                item_records[leaf] = records_from_samples(samples)
         seconds = round(time.perf_counter() - start, 3)
         batch_size, detected = used_batch_size(result, configured)
         if batch_size is not None:
