@@ -464,3 +464,5 @@ def record(evaluated: Evaluated, calib: CalibrationSet, job: JobState) -> None:
     if job.run.run is not None:
         job.run.log_artifact(job.folder / "calibration.json",
                              f"calibration-{calib.source}-s{calib.seed}-{calib.token_sha256[:12]}", "calibration-set")
+        if (job.folder / "items.npz").exists():  # issue 27 item 4: per-item zero-shot records
+            job.run.log_artifact(job.folder / "items.npz", f"items-{job.folder.name}", "zeroshot-items")
