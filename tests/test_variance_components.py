@@ -80,3 +80,31 @@ def test_too_small_groups_are_na_text(tmp_path):
     path = write_csv(rows, tmp_path)
     assert path.name == "variance_components.csv" and "n/a (sources=1 < 2)" in path.read_text()
     assert csv_rows([]) == {}
+
+
+def test_report_writes_csv_table_and_figure(tmp_path):
+    from test_report import _config, write_job
+
+    from calib_sweep.report import write_report
+
+    sweep, num = tmp_path / "s", 0
+    for s, source in enumerate(("c4", "wikitext")):
+        for seed in range(3):
+            for rows in (None, 1):  # canonical job and one rerun under perturb.row_order_seed=1
+                config = _config("gptq", source, seed)
+                config["perturb"] = {"row_order_seed": rows}
+                ppl = 30.0 + 2 * s + 0.5 * seed + (0.01 if rows else 0.0)
+                write_job(sweep, num, config, metrics={"perplexity/wikitext": ppl, "zeroshot/mean_acc": 0.5})
+                num += 1
+    out = tmp_path / "r"
+    files = write_report([sweep], out, wandb=False, say=lambda _: None)
+    (row,) = [r for r in files.summary.variance if r.metric == "perplexity/wikitext"]
+    assert (row.sources, row.sets, row.observations, row.reruns) == (2, 6, 12, 12)
+    assert row.na is None and row.share_noise < 0.01
+    # zeroshot/mean_acc is 0.5 everywhere: every rerun a duplicate, nothing varies
+    (acc,) = [r for r in files.summary.variance if r.metric == "zeroshot/mean_acc"]
+    assert acc.duplicates_collapsed == 6 and acc.na == "all values equal"
+    assert (out / "variance_components.csv") in files.csvs
+    assert "## Variance components" in (out / "report.md").read_text()
+    assert (out / "figures" / "variance_components.png").exists()
+    assert "Variance components" in (out / "report.html").read_text()

@@ -11,7 +11,7 @@ self-contained HTML page with box plots and sample-size curves; when the runs we
 goes to W&B (:mod:`calib_sweep.report.wandb_upload`).
 
 The modules import in one direction (``tests/test_import_graph.py``): collect -> aggregate -> statistics ->
-evidence -> display / evidence_tables / layers / tables / figures / predictors -> html / wandb_upload -> this face, which
+evidence -> display / evidence_tables / layers / tables / figures / predictors / variance -> html / wandb_upload -> this face, which
 puts the summary together (:func:`summarize`) and writes the files (:func:`write_report`).
 """
 
@@ -27,6 +27,7 @@ from calib_sweep.report.evidence import compute as compute_evidence
 from calib_sweep.report.evidence import data_free_methods
 from calib_sweep.report.layers import families as layer_families
 from calib_sweep.report.predictors import check as predictor_checks
+from calib_sweep.report.variance import components as variance_components
 
 __all__ = ["Job", "ReportError", "Summary", "ReportFiles", "describe", "load_jobs", "summarize", "write_report"]
 
@@ -49,6 +50,7 @@ def summarize(jobs: list[Job], test: str = "welch", family: str = "within",
     summary.evidence = compute_evidence(jobs, summary.groups, summary.metrics, test, family, equivalence)
     summary.layer_families = layer_families(jobs)
     summary.predictors = predictor_checks(jobs, summary.metrics, data_free_methods())
+    summary.variance = variance_components(jobs, summary.metrics, data_free_methods())
     return summary
 
 
@@ -70,7 +72,8 @@ def write_report(paths: Iterable[str | Path], out: str | Path, *, wandb: bool = 
     """Read the sweeps under ``paths`` and write the report into ``out`` (created if needed).
 
     Files: ``report.html`` (self-contained), ``report.md``, ``summary.csv``, ``main_table.csv``,
-    ``dispersion.csv``, ``jobs.csv``, ``sample_size.csv`` and ``dense_reference.csv`` when they apply,
+    ``dispersion.csv``, ``jobs.csv``, ``variance_components.csv`` (:mod:`.variance`), ``sample_size.csv`` and
+    ``dense_reference.csv`` when they apply,
     and ``figures/*.png``.
 
     Args:
@@ -91,6 +94,7 @@ def write_report(paths: Iterable[str | Path], out: str | Path, *, wandb: bool = 
     from calib_sweep.report.predictors import write_csv as write_predictor_csv
     from calib_sweep.report.html import render_html
     from calib_sweep.report.tables import build_tables, markdown, write_csvs
+    from calib_sweep.report import variance
 
     from calib_sweep.report.evidence import check_family, parse_equivalence
 
@@ -101,8 +105,9 @@ def write_report(paths: Iterable[str | Path], out: str | Path, *, wandb: bool = 
     summary = summarize(jobs, test, family, equivalence)
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    tables = build_tables(summary)
+    tables = build_tables(summary) + [t for t in [variance.table(summary.variance)] if t is not None]
     figures = all_figures(summary) + predictor_figures(summary.predictors)
+    figures += [f for f in [variance.figure(summary.variance)] if f is not None]
     figure_paths = []
     for figure in figures:
         path = out / "figures" / f"{figure.name}.png"
@@ -111,6 +116,7 @@ def write_report(paths: Iterable[str | Path], out: str | Path, *, wandb: bool = 
     sources = [str(p) for p in paths]
     csvs = write_csvs(summary, out)
     csvs += [p for p in [write_predictor_csv(summary.predictors, out)] if p is not None]
+    csvs += [p for p in [variance.write_csv(summary.variance, out)] if p is not None]
     md = out / "report.md"
     md.write_text(markdown(summary, tables, sources, {f.title: f"figures/{f.name}.png" for f in figures})
                   + predictor_markdown(summary.predictors), encoding="utf-8")

@@ -152,6 +152,7 @@ class Summary:
     evidence: Any = None  # calib_sweep.report.evidence.Evidence, filled by calib_sweep.report.summarize
     layer_families: list = field(default_factory=list)  # calib_sweep.report.layers.LayerFamily, likewise
     predictors: Any = None  # calib_sweep.report.predictors.PredictorChecks, likewise
+    variance: Any = None  # list of calib_sweep.report.variance.VarianceRow, likewise
 
     @property
     def counts(self) -> dict[str, int]:
