@@ -131,12 +131,15 @@ class Calibrated:
             ``calibration.json``.
         eval_tokens: perplexity text name -> held-out token stream, ``[n_tokens]`` int64.
         seq_len: calibration window length in tokens (the KL windows use it too, at most 512).
+        heldout: the set's own source's held-out stream, ``[n_tokens]`` int64 (``None``: a mixture, self-generated
+            text or no held-out document), for :func:`record_predictors`.
     """
 
     calib: CalibrationSet | None
     draw: Callable[..., CalibrationSet]
     eval_tokens: dict[str, torch.Tensor]
     seq_len: int
+    heldout: torch.Tensor | None = None
 
 
 @dataclass
@@ -311,17 +314,22 @@ def calibrate(dataset: Any, samples: Any, seed: int, selection: Any, perturb: An
             eval_tokens[name] = heldout_token_ids(source_cfg, prepared.tokenizer,
                                                   docs=docs if name == dataset.name else None,
                                                   separator_token_id=prepared.separator, info=info)
+        own = eval_tokens.get(str(dataset.name))
+        if own is None and docs is not None:  # the source's held-out text, for the predictors' JS distance (cached)
+            try:
+                own = heldout_token_ids(dataset, prepared.tokenizer, docs=docs, separator_token_id=prepared.separator)
+            except ConfigError:  # no held-out document: the JS distance says so
+                own = None
         if calib is not None:
-            record_predictors(calib, eval_tokens.get(str(dataset.name)), job)
-    return Calibrated(calib, draw, eval_tokens, seq_len)
+            record_predictors(calib, own, job)
+    return Calibrated(calib, draw, eval_tokens, seq_len, own)
 
 
 def record_predictors(calib: CalibrationSet, heldout: torch.Tensor | None, job: JobState) -> None:
     """``record["predictors"]``: the set's token-only predictors (:mod:`calib_sweep.data.predictors`), and
     the model-based ones whose features the job already computed (``selection=perplexity``'s per-row
     perplexities give ``mean_dense_perplexity``); the others are left out, so no predictor costs a forward
-    pass.  ``heldout``: the source's held-out stream when it is a perplexity text (else the JS distance is
-    ``None`` with its reason)."""
+    pass.  ``heldout``: the source's held-out stream (``None``: the JS distance is ``None`` with its reason)."""
     import numpy as np
 
     from calib_sweep.data.predictors import SetContext, compute
@@ -347,7 +355,7 @@ def load(model_cfg: Any, method_cfg: Any, eval_cfg: Any, prepared: Prepared, cal
     if loaded.calib is None:
         with job.timer("calibrate"):
             loaded.calib = calibrated.draw(model)
-            record_predictors(loaded.calib, calibrated.eval_tokens.get(str(loaded.calib.source)), job)
+            record_predictors(loaded.calib, calibrated.heldout, job)
     loaded.layer_names = list(methods.target_linears(model))
     diagnostics_on = bool(eval_cfg.get("layer_diagnostics", False))
     windows = int(eval_cfg.get("kl_windows", 4))
