@@ -56,7 +56,8 @@ def tiny_arc_file(folder: Path, n: int = 6) -> Path:
 
 SLOW_COMPRESS_SITE = '''
 """Test-only: every Python process of the sweep (launcher, joblib workers, submitit tasks) replaces
-calib_sweep.methods.compress, when that module loads, by one that marks its pid and sleeps."""
+calib_sweep.methods.compress, when that module loads, by one that marks its pid and sleeps (with
+SLOW_COMPRESS_SLURM_TASK set: only in that SLURM array task; the others compress as usual)."""
 import os, sys, time
 from pathlib import Path
 
@@ -73,7 +74,12 @@ class _SlowCompress:
         def exec_module(module):
             run(module)
 
+            fast = module.compress
+            only = os.environ.get("SLOW_COMPRESS_SLURM_TASK")
+
             def slow(*args, **kwargs):
+                if only is not None and os.environ.get("SLURM_ARRAY_TASK_ID") != only:
+                    return fast(*args, **kwargs)
                 Path(os.environ["SLOW_COMPRESS_MARKS"], str(os.getpid())).write_text("")
                 time.sleep(float(os.environ.get("SLOW_COMPRESS_S", "300")))
             module.compress = slow
@@ -85,9 +91,14 @@ sys.meta_path.insert(0, _SlowCompress())
 '''
 
 
-def slow_compress_env(folder: Path) -> tuple[dict[str, str], Path]:
+def slow_compress_env(folder: Path, slurm_task: int | None = None) -> tuple[dict[str, str], Path]:
     """Environment under which every ``calib_sweep`` process of a sweep (its workers and tasks too) hangs in
     the compress stage (``calib_sweep.methods.compress`` sleeps), after writing ``<marks>/<pid>``.
+
+    Args:
+        folder: where the ``sitecustomize.py`` folder and the marks folder are made.
+        slurm_task: when given, only the SLURM array task with this ``SLURM_ARRAY_TASK_ID`` hangs; the
+            others compress as usual.
 
     Returns:
         ``(env overrides, marks folder)``: ``PYTHONPATH`` with a ``sitecustomize.py`` that patches the
@@ -99,4 +110,7 @@ def slow_compress_env(folder: Path) -> tuple[dict[str, str], Path]:
     marks.mkdir(parents=True, exist_ok=True)
     (site / "sitecustomize.py").write_text(SLOW_COMPRESS_SITE)
     path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
-    return {"PYTHONPATH": path, "SLOW_COMPRESS_MARKS": str(marks)}, marks
+    env = {"PYTHONPATH": path, "SLOW_COMPRESS_MARKS": str(marks)}
+    if slurm_task is not None:
+        env["SLOW_COMPRESS_SLURM_TASK"] = str(slurm_task)
+    return env, marks
