@@ -151,7 +151,7 @@ def test_synthetic_sweep_numbers_tables_and_partial_jobs(tmp_path):
     missing = [j for j in jobs if j["status"] == "missing"][0]
     assert missing["method"] == "wanda" and missing["source"] == "wikipedia" and missing["seed"] == "3"
     assert {p.name for p in files.csvs} == {"summary.csv", "main_table.csv", "dispersion.csv", "jobs.csv", "evidence.csv",
-                                            "dispersion_tests.csv", "source_comparisons.csv", "hardware.csv"}
+                                            "dispersion_tests.csv", "source_comparisons.csv", "hardware.csv", "variance_components.csv"}
 
     # Markdown and HTML: percent display, mean ± SD, the failed and missing jobs.
     md = files.markdown.read_text()
