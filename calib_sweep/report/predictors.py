@@ -15,7 +15,7 @@ the predictors its ``results.json["predictors"]`` recorded:
 Each rho comes with a 95% percentile bootstrap interval (:func:`scipy.stats.bootstrap`, sets resampled
 in pairs, :data:`BOOTSTRAP_RESAMPLES` resamples, seed :data:`BOOTSTRAP_SEED`), the p-value of
 ``spearmanr``, Holm's adjustment over the predictors of one (model, method, metric, scope) family
-(``statsmodels.stats.multitest.multipletests(method="holm")``; Holm 1979) and the family's minimum
+(:func:`calib_sweep.report.statistics.holm`, statsmodels' ``multipletests``; Holm 1979) and the family's minimum
 detectable ``|rho|`` at 80% power and level ``alpha / m`` (two-sided; Fisher z with Spearman's variance
 ``1.06 / (n - 3)``, Fieller, Hartley & Pearson 1957).  Fewer than :data:`MIN_SETS` sets: ``n/a (n=3 < 5)``,
 never a coefficient.  ``predictors.csv`` holds every row; ``report.md`` the ``all`` and ``across sources``
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from calib_sweep.report.collect import Job
-from calib_sweep.report.statistics import ALPHA, POWER
+from calib_sweep.report.statistics import ALPHA, POWER, holm
 
 #: Fewest sets for a coefficient (below: ``n/a (n=3 < 5)``).
 MIN_SETS = 5
@@ -136,16 +136,13 @@ def rho_mde(n: int, m: int, alpha: float = ALPHA, power: float = POWER) -> float
 
 
 def _holm(rows: list[PredictorRow]) -> None:
-    from statsmodels.stats.multitest import multipletests
-
     for row in rows:
         row.family_size = len(rows)
         row.mde_rho = rho_mde(row.n, len(rows)) if row.n >= MIN_SETS else None
     tested = [r for r in rows if r.p is not None]
     if tested:
-        adjusted = multipletests([r.p for r in tested], method="holm")[1]
-        for row, p in zip(tested, adjusted):
-            row.p_holm = float(p)
+        for row, p in zip(tested, holm([r.p for r in tested])):
+            row.p_holm = p
 
 
 def _sets(jobs: list[Job], data_free: frozenset[str]) -> dict[tuple, list[Job]]:
