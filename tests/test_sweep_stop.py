@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -72,7 +73,10 @@ def test_signal_stops_a_parallel_sweep_with_records_summary_and_no_orphans(tiny_
             proc.kill()
     assert proc.returncode == code, stderr[-3000:]
     assert took < 40, f"the stop took {took:.0f} s"
-    assert "forwarded to 2 running job(s)" in stderr, stderr[-3000:]
+    if group:  # the jobs got the terminal's SIGINT too: some may have ended before the launcher forwarded it
+        assert re.search(r"SIGINT forwarded to [012] running job\(s\)", stderr), stderr[-3000:]
+    else:
+        assert "forwarded to 2 running job(s)" in stderr, stderr[-3000:]
     # No process of the sweep outlives it (joblib's resource tracker ends with it).
     deadline = time.time() + 60
     while _alive(children) and time.time() < deadline:
