@@ -367,3 +367,29 @@ def test_bad_report_options_are_one_line_and_exit_2(tmp_path, capsys, args, expe
     err = capsys.readouterr().err.strip()
     assert err.startswith("calib-sweep-report: error: " + expected) and "\n" not in err
     assert not (tmp_path / "r" / "report.md").exists()
+
+
+def test_noise_floor_counts_a_bit_identical_rerun_once(tmp_path):
+    """Wanda's committed noise floor (docs/replication/jobs.csv, offline_wikipedia seed 0): threads=1
+    reproduces threads=2 bit for bit, so the 6 reruns are 3 observations (df 2, not 5). Against its
+    pooled calibration SD 0.01515 (df 16) the F test gives p = 0.055, not 0.0015 (issue 27)."""
+    sweep = tmp_path / "s"
+    num = 0
+    calib = [0.49375, 0.52, 0.5, 0.51, 0.48]
+    for seed, acc in enumerate(calib):
+        _job(sweep, num, "wanda", "c4", seed, 40.0 + seed, acc)
+        num += 1
+    reruns = {("auto", 1): 0.49375, ("auto", 2): 0.4875, (1, None): 0.49375, (1, 1): 0.49375, (1, 2): 0.4875}
+    ppl_of = {None: 40.0, 1: 40.0435, 2: 39.9870}
+    for (threads, rows), acc in reruns.items():
+        _job(sweep, num, "wanda", "c4", 0, ppl_of[rows], acc, threads=threads, rows=rows)
+        num += 1
+    summary = summarize(load_jobs([sweep]))
+    row = next(r for r in summary.evidence.noise if r.metric == "zeroshot/mean_acc" and r.source == "c4")
+    distinct = [0.49375, 0.49375, 0.4875]  # drawn order, rows seed 1, rows seed 2 (the threads=1 copies dropped)
+    assert (row.noise_runs, row.noise_duplicates, row.noise_df) == (3, 3, 2)
+    assert row.noise_sd == pytest.approx(np.std(distinct, ddof=1))
+    f = np.var(calib, ddof=1) / np.var(distinct, ddof=1)
+    assert row.test.statistic == pytest.approx(f) and row.test.p == pytest.approx(stats.f.sf(f, 4, 2))
+    # The committed numbers: pooled calibration SD 0.01515 over df 16 against these 3 runs.
+    assert stats.f.sf(0.01515 ** 2 / np.var(distinct, ddof=1), 16, 2) == pytest.approx(0.05496, abs=5e-5)

@@ -11,7 +11,7 @@ self-contained HTML page with box plots and sample-size curves; when the runs we
 goes to W&B (:mod:`calib_sweep.report.wandb_upload`).
 
 The modules import in one direction (``tests/test_import_graph.py``): collect -> aggregate -> statistics ->
-evidence -> display / evidence_tables / layers / tables / figures / predictors / variance -> html / wandb_upload -> this face, which
+evidence -> display / evidence_tables / layers / tables / figures / predictors / variance / paired -> html / wandb_upload -> this face, which
 puts the summary together (:func:`summarize`) and writes the files (:func:`write_report`).
 """
 
@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 from calib_sweep.report.aggregate import Summary, describe, describe_groups
-from calib_sweep.report.collect import Job, ReportError, load_jobs
+from calib_sweep.report.collect import Job, ReportError, load_jobs, load_jobs_csv
 from calib_sweep.report.evidence import compute as compute_evidence
 from calib_sweep.report.evidence import data_free_methods
 from calib_sweep.report.layers import families as layer_families
 from calib_sweep.report.predictors import check as predictor_checks
 from calib_sweep.report.variance import components as variance_components
+from calib_sweep.report.paired import compute as paired_items
 
 __all__ = ["Job", "ReportError", "Summary", "ReportFiles", "describe", "load_jobs", "summarize", "write_report"]
 
@@ -51,6 +52,7 @@ def summarize(jobs: list[Job], test: str = "welch", family: str = "within",
     summary.layer_families = layer_families(jobs)
     summary.predictors = predictor_checks(jobs, summary.metrics, data_free_methods())
     summary.variance = variance_components(jobs, summary.metrics, data_free_methods())
+    summary.paired = paired_items(summary.groups, summary.evidence, data_free_methods())
     return summary
 
 
@@ -72,12 +74,15 @@ def write_report(paths: Iterable[str | Path], out: str | Path, *, wandb: bool = 
     """Read the sweeps under ``paths`` and write the report into ``out`` (created if needed).
 
     Files: ``report.html`` (self-contained), ``report.md``, ``summary.csv``, ``main_table.csv``,
-    ``dispersion.csv``, ``jobs.csv``, ``variance_components.csv`` (:mod:`.variance`), ``sample_size.csv`` and
+    ``dispersion.csv``, ``jobs.csv``, ``variance_components.csv`` (:mod:`.variance`), ``item_noise.csv`` and
+    ``paired_comparisons.csv`` where jobs kept per-item records (:mod:`.paired`), ``sample_size.csv`` and
     ``dense_reference.csv`` when they apply,
     and ``figures/*.png``.
 
     Args:
-        paths: sweep folders (``multirun/<date>/<time>``, ``multirun/``, a job folder, ...).
+        paths: sweep folders (``multirun/<date>/<time>``, ``multirun/``, a job folder, ...), or one
+            ``jobs.csv`` an earlier report wrote (:func:`.collect.load_jobs_csv`: the statistics recomputed
+            from its rows when the job folders are gone).
         out: the report folder.
         wandb: also send the summary to W&B when the runs were online (see :mod:`.wandb_upload`).
         say: where one-line progress messages go.
@@ -86,7 +91,8 @@ def write_report(paths: Iterable[str | Path], out: str | Path, *, wandb: bool = 
         equivalence: ``report.equivalence`` margins, e.g. ``["perplexity=2%", "accuracy=0.5"]`` (None: defaults).
 
     Raises:
-        ReportError: a path does not exist, or holds no job folder; an unknown ``family``; a bad margin.
+        ReportError: a path does not exist, or holds no job folder; a jobs.csv beside folders, or more
+            than one; an unknown ``family``; a bad margin.
     """
     from calib_sweep.report.figures import all_figures
     from calib_sweep.report.predictors import figures as predictor_figures
@@ -94,18 +100,25 @@ def write_report(paths: Iterable[str | Path], out: str | Path, *, wandb: bool = 
     from calib_sweep.report.predictors import write_csv as write_predictor_csv
     from calib_sweep.report.html import render_html
     from calib_sweep.report.tables import build_tables, markdown, write_csvs
-    from calib_sweep.report import variance
+    from calib_sweep.report import paired, variance
 
     from calib_sweep.report.evidence import check_family, parse_equivalence
 
     check_family(family)
     parse_equivalence(equivalence)  # bad input is refused before the jobs are read
     paths = [Path(p) for p in paths]
-    jobs = load_jobs(paths)
+    csv_files = [p for p in paths if p.suffix == ".csv" and not p.is_dir()]
+    if csv_files and len(csv_files) != len(paths):
+        raise ReportError(f"{csv_files[0]}: a jobs.csv cannot be combined with sweep folders. Fix: pass either "
+                          "sweep folders or one jobs.csv")
+    if len(csv_files) > 1:
+        raise ReportError(f"{len(csv_files)} jobs.csv files given. Fix: pass one jobs.csv")
+    jobs = load_jobs_csv(csv_files[0]) if csv_files else load_jobs(paths)
     summary = summarize(jobs, test, family, equivalence)
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     tables = build_tables(summary) + [t for t in [variance.table(summary.variance)] if t is not None]
+    tables += paired.tables(summary.paired)
     figures = all_figures(summary) + predictor_figures(summary.predictors)
     figures += [f for f in [variance.figure(summary.variance)] if f is not None]
     figure_paths = []
@@ -117,6 +130,7 @@ def write_report(paths: Iterable[str | Path], out: str | Path, *, wandb: bool = 
     csvs = write_csvs(summary, out)
     csvs += [p for p in [write_predictor_csv(summary.predictors, out)] if p is not None]
     csvs += [p for p in [variance.write_csv(summary.variance, out)] if p is not None]
+    csvs += paired.write_csvs(summary.paired, out)
     md = out / "report.md"
     md.write_text(markdown(summary, tables, sources, {f.title: f"figures/{f.name}.png" for f in figures})
                   + predictor_markdown(summary.predictors), encoding="utf-8")

@@ -23,7 +23,8 @@ def _parser() -> argparse.ArgumentParser:
                     "and strategy comparisons with minimum detectable effect, equivalence test and verdict, the numerical "
                     "noise floor and data-free controls. Writes report.html, report.md, CSV files and figures/*.png.",
     )
-    parser.add_argument("folders", nargs="+", type=Path, help="sweep folders (multirun/<date>/<time>, multirun/, job folders)")
+    parser.add_argument("folders", nargs="+", type=Path, help="sweep folders (multirun/<date>/<time>, multirun/, job folders), or one jobs.csv an earlier report wrote "
+                             "(the statistics recomputed from its rows)")
     parser.add_argument("-o", "--out", type=Path, default=None,
                         help="report folder (default: <folder>/report for one folder, ./sweep_report for several)")
     parser.add_argument("--test", choices=("welch", "mannwhitney"), default="welch",
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or (args.folders[0] / "report" if len(args.folders) == 1 else Path("sweep_report"))
     from calib_sweep.sweep_summary import format_summary, summarize_folder, sweep_folders
 
-    for sweep in sweep_folders(args.folders):  # what happened to every job, before the tables
+    for sweep in sweep_folders([f for f in args.folders if f.suffix != ".csv"]):  # what happened to every job, before the tables
         print(format_summary(summarize_folder(sweep)).replace("calib_sweep: sweep ", "sweep ", 1))
     try:
         from calib_sweep.report import write_report

@@ -444,3 +444,94 @@ def mark_repeats(jobs: list[Job]) -> None:
 def finite(values: Iterable[float]) -> list[float]:
     """The finite values (NaN and infinities dropped)."""
     return [v for v in values if math.isfinite(v)]
+
+
+JOBS_CSV_FIELDS = ("status", "model", "method", "source", "n_samples", "seq_len", "variant", "seed", "perturbation",
+                   "noise_repeat", "hardware", "wandb_mode", "folder", "error")
+
+
+def _split_items(text: str) -> list[tuple[str, str]]:
+    """``"a.b=1, c=x"`` -> ``[("a.b", "1"), ("c", "x")]`` (the ``variant`` / ``perturbation`` columns)."""
+    import re
+
+    items = []
+    for part in re.split(r", (?=[\w.]+=)", text.strip()) if text.strip() else []:
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise ReportError(f"jobs.csv: cannot read {text!r} as key=value pairs. Fix: pass a jobs.csv the report wrote")
+        items.append((key.strip(), value.strip()))
+    return items
+
+
+def _nest(config: dict[str, Any], dotted: str, value: Any) -> None:
+    node = config
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+def load_jobs_csv(path: str | os.PathLike) -> list[Job]:
+    """Rebuild the report's jobs from a ``jobs.csv`` that an earlier report wrote (``tables.write_csvs``).
+
+    For reports whose job folders are gone (``docs/replication/jobs.csv`` after the sweep folders were
+    deleted): every column the tables need is in the CSV (group, seed, perturbation, noise-floor
+    repeat, hardware, metrics), so the statistics can be recomputed with today's code.  What a CSV
+    does not hold is left empty: per-layer diagnostics, per-item records (``items.npz``), predictors and
+    the base-grid warning.  A ``dense_reference.csv`` beside the file (``model,metric,value``) becomes the
+    jobs' dense reference.  Superseded rows are kept as ``superseded`` (they count in the summary only).
+
+    Args:
+        path: the ``jobs.csv`` file.
+
+    Returns:
+        The jobs, in the file's order.
+
+    Raises:
+        ReportError: no such file, a column the report writes is missing, or a perturbation / variant
+            cell that is not ``key=value`` pairs.
+    """
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise ReportError(f"{path}: no such file. Fix: pass a jobs.csv written by calib-sweep-report (--from-jobs-csv)")
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    missing = [c for c in JOBS_CSV_FIELDS if rows and c not in rows[0]]
+    if not rows or missing:
+        raise ReportError(f"{path}: {'no rows' if not rows else 'missing column(s) ' + ', '.join(missing)}. "
+                          "Fix: pass a jobs.csv written by calib-sweep-report")
+    dense: dict[str, dict[str, float]] = {}
+    reference = path.parent / "dense_reference.csv"
+    if reference.is_file():
+        with open(reference, newline="", encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                number = as_float(row.get("value"))
+                if number is not None:
+                    dense.setdefault(row["model"], {})[row["metric"]] = number
+    metric_columns = [c for c in rows[0] if c not in JOBS_CSV_FIELDS]
+    jobs = []
+    for row in rows:
+        config: dict[str, Any] = {"model": {"name": row["model"]}, "method": {"name": row["method"]},
+                                  "dataset": {"name": row["source"]},
+                                  "samples": {"n_samples": _as_int(row["n_samples"]), "seq_len": _as_int(row["seq_len"])},
+                                  "seed": _as_int(row["seed"])}
+        for key, value in _split_items(row["perturbation"]):
+            if key == "threads":
+                _nest(config, "threads", _as_int(value) if _as_int(value) is not None else value)
+            elif key == "rows":
+                _nest(config, "perturb.row_order_seed", _as_int(value.removeprefix("seed ").strip()))
+            else:
+                raise ReportError(f"{path}: unknown perturbation {key}={value}. Fix: pass a jobs.csv the report wrote")
+        variant_items = _split_items(row["variant"])
+        for key, value in variant_items:
+            _nest(config, key, value)
+        status = row["status"] or "missing"
+        job = Job(folder=Path(row["folder"]), status=status, config=config,
+                  metrics={m: v for m in metric_columns if (v := as_float(row[m])) is not None} if status == "ok" else {},
+                  dense_metrics=dict(dense.get(row["model"], {})), error=row["error"] or None,
+                  wandb_mode=row["wandb_mode"] or None, variant=row["variant"], hardware=row["hardware"] or None,
+                  repeat=row["noise_repeat"] == "True", variant_items=variant_items)
+        jobs.append(job)
+    return jobs

@@ -328,7 +328,8 @@ class NoiseRow:
     Attributes:
         source: the group's source, or :data:`POOLED`; noise_sd / noise_df: pooled SD of reruns of one
         calibration set and its degrees of freedom; noise_cells / noise_runs: calibration sets rerun and
-        runs; perturbations: the perturbation labels seen; calib_sd / calib_df: SD across calibration sets
+        distinct runs; noise_duplicates: reruns left out because every metric equalled an earlier rerun of
+        the same set (the perturbation changed nothing: no degree of freedom, issue 27); perturbations: the perturbation labels seen; calib_sd / calib_df: SD across calibration sets
         (pooled within sources for the pooled row); test: one-sided F test; clearly_above: test p < 0.05
         (None when the test is n/a).
     """
@@ -344,6 +345,7 @@ class NoiseRow:
     noise_df: int
     noise_cells: int
     noise_runs: int
+    noise_duplicates: int
     perturbations: list[str]
     calib_sd: float | NA
     calib_df: int
@@ -475,13 +477,30 @@ def strategy_comparisons(groups: list[Group], metrics: list[str], test: str = "w
     return out
 
 
+def _distinct_runs(cell: list[Job]) -> list[Job]:
+    """The reruns of one calibration set whose metrics are not all equal to an earlier rerun's (order kept).
+
+    A rerun that reproduces another bit for bit (Wanda under threads=1 vs threads=2) is one observation,
+    not two: counting it would add a degree of freedom that the data do not have.
+    """
+    seen: set[tuple] = set()
+    out = []
+    for job in cell:
+        key = tuple(sorted(job.metrics.items()))
+        if key not in seen:
+            seen.add(key)
+            out.append(job)
+    return out
+
+
 def noise_floor(jobs: list[Job], groups: list[Group], metrics: list[str]) -> list[NoiseRow]:
     """Noise-floor SD per method (reruns of one calibration set under numerical perturbations) beside the
     SD across calibration sets of each of its groups and pooled over its sources.
 
     A noise cell is one group x seed with finished jobs under at least two different perturbations
     (:attr:`calib_sweep.report.collect.Job.perturbation`).  The noise floor is assumed not to depend on the
-    source: a method's cells (any source) give its noise SD.
+    source: a method's cells (any source) give its noise SD.  Reruns identical to an earlier rerun of the
+    same set in every metric are dropped first (:func:`_distinct_runs`): their df would be fictitious.
     """
     cells: dict[tuple, list[Job]] = {}
     for job in jobs:
@@ -496,10 +515,12 @@ def noise_floor(jobs: list[Job], groups: list[Group], metrics: list[str]) -> lis
     for key, noise_cells in by_method.items():
         members = [g for g in groups if _method_key(g) == key]
         labels = sorted({j.perturbation or "none" for cell in noise_cells for j in cell})
+        distinct_cells = [_distinct_runs(cell) for cell in noise_cells]
+        duplicates = sum(len(c) for c in noise_cells) - sum(len(c) for c in distinct_cells)
         for metric in metrics:
             if not is_evidence_metric(metric):
                 continue
-            cell_values = [finite(j.metrics[metric] for j in cell if metric in j.metrics) for cell in noise_cells]
+            cell_values = [finite(j.metrics[metric] for j in cell if metric in j.metrics) for cell in distinct_cells]
             noise = pooled_variance(cell_values)
             runs = sum(len(v) for v in cell_values)
             rows = [(g.source, [_values(g, metric)]) for g in members if _values(g, metric)]
@@ -519,6 +540,7 @@ def noise_floor(jobs: list[Job], groups: list[Group], metrics: list[str]) -> lis
                     metric=metric,
                     noise_sd=noise if isinstance(noise, NA) else noise[0] ** 0.5,
                     noise_df=0 if isinstance(noise, NA) else noise[1], noise_cells=len(noise_cells), noise_runs=runs,
+                    noise_duplicates=duplicates,
                     perturbations=labels,
                     calib_sd=signal if isinstance(signal, NA) else signal[0] ** 0.5,
                     calib_df=0 if isinstance(signal, NA) else signal[1],

@@ -181,7 +181,7 @@ def rows(summary: Summary) -> dict[str, list[dict[str, Any]]]:
     out["noise_floor"] = [{
         "model": r.model, "method": r.method, "source": r.source, "n_samples": r.n_samples, "seq_len": r.seq_len,
         "variant": r.variant, "metric": r.metric, "noise_sd": _raw(r.noise_sd), "noise_df": r.noise_df,
-        "noise_sets": r.noise_cells, "noise_runs": r.noise_runs, "perturbations": "; ".join(r.perturbations),
+        "noise_sets": r.noise_cells, "noise_runs": r.noise_runs, "noise_duplicates": r.noise_duplicates, "perturbations": "; ".join(r.perturbations),
         "calibration_sd": _raw(r.calib_sd), "calibration_df": r.calib_df,
         "F": _raw(r.test if isinstance(r.test, NA) else r.test.statistic), "p": _raw(r.test if isinstance(r.test, NA) else r.test.p),
         "test": "one-sided F test of variances (scipy.stats.f.sf)",
@@ -299,11 +299,12 @@ def tables(summary: Summary, with_variant: bool) -> list[Table]:
         shown = [r for r in ev.noise]
         out.append(Table(
             title="Numerical noise floor vs spread across calibration sets",
-            header=["model", "method", "n×len"] + vh + ["source", "metric", "noise SD (df; runs)", "calibration SD (df)", "F", "p",
+            header=["model", "method", "n×len"] + vh + ["source", "metric", "noise SD (df; distinct runs)", "calibration SD (df)", "F", "p",
                                                          "verdict"],
             rows=[[r.model, r.method, _size(r.n_samples, r.seq_len)] + v(r.variant) + [
                 r.source, _unit(r.metric),
-                str(r.noise_sd) if isinstance(r.noise_sd, NA) else f"{_fmt(r.metric, r.noise_sd)} ({r.noise_df}; {r.noise_runs})",
+                str(r.noise_sd) if isinstance(r.noise_sd, NA) else f"{_fmt(r.metric, r.noise_sd)} ({r.noise_df}; {r.noise_runs}"
+                + (f" + {r.noise_duplicates} dup." if r.noise_duplicates else "") + ")",
                 str(r.calib_sd) if isinstance(r.calib_sd, NA) else f"{_fmt(r.metric, r.calib_sd)} ({r.calib_df})",
                 str(r.test) if isinstance(r.test, NA) else (f"{r.test.statistic:.3g}"),
                 "" if isinstance(r.test, NA) else _p(r.test.p),
@@ -311,7 +312,8 @@ def tables(summary: Summary, with_variant: bool) -> list[Table]:
             ] for r in shown],
             note="Noise SD: pooled SD of reruns of one calibration set under perturbations that leave the data unchanged "
                  f"({'; '.join(sorted({p for r in shown for p in r.perturbations}))}); calibration SD: SD across calibration "
-                 f"sets (seeds) of the group, or pooled within sources for '{POOLED}'. Verdict: one-sided F test of the two "
+                 f"sets (seeds) of the group, or pooled within sources for '{POOLED}'. A rerun equal to another rerun of the "
+                 f"same set in every metric is one observation (+ N dup.: left out, no degree of freedom). Verdict: one-sided F test of the two "
                  f"variances (scipy.stats.f.sf), 'above noise' when p < {ALPHA}; no multiple-comparison correction.",
             anchor="noise-floor",
         ))

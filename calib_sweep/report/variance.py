@@ -97,14 +97,18 @@ def _collapse(values: list[float]) -> tuple[list[float], int]:
 
 
 def _wald_log(var: float, se: float) -> tuple[float | None, float | None]:
-    """95% Wald interval for a variance on the log scale (delta method); ``(None, None)`` when var ~ 0."""
+    """95% Wald interval for a variance on the log scale (delta method); ``(None, None)`` when var ~ 0.
+
+    A variance estimated at the boundary (tiny against its SE) has an upper limit beyond float range:
+    it is ``inf`` (the data bound nothing from above), never an OverflowError.
+    """
     from scipy.stats import norm
 
     if not (var > 0 and math.isfinite(se)):
         return None, None
     z = norm.ppf(0.5 + LEVEL / 2)
     half = z * se / var
-    return var * math.exp(-half), var * math.exp(half)
+    return var * math.exp(-half), (var * math.exp(half) if half < 700 else math.inf)
 
 
 def decompose(cells: dict[tuple[str, object], list[float]]) -> dict[str, Any]:
