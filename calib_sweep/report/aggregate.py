@@ -153,6 +153,7 @@ class Summary:
     layer_families: list = field(default_factory=list)  # calib_sweep.report.layers.LayerFamily, likewise
     predictors: Any = None  # calib_sweep.report.predictors.PredictorChecks, likewise
     variance: Any = None  # list of calib_sweep.report.variance.VarianceRow, likewise
+    paired: Any = None  # calib_sweep.report.paired.PairedItems, likewise
 
     @property
     def counts(self) -> dict[str, int]:

@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import Callable
 
-from calib_sweep.report import evidence_tables, layers, predictors, variance
+from calib_sweep.report import evidence_tables, layers, paired, predictors, variance
 from calib_sweep.report.aggregate import Summary, metric_label
 from calib_sweep.tracking import WandbRun, resolve_mode
 
@@ -106,7 +106,8 @@ def upload(summary: Summary, out: Path, figure_files: dict[str, Path], say: Call
                     sizes, "n_samples", m, stroke="series", title=f"{metric_label(m)} vs n_samples")
         for name, table_rows in {**evidence_tables.rows(summary), **layers.csv_rows(summary.layer_families),
                                  **predictors.csv_rows(summary.predictors),
-                                 **variance.csv_rows(summary.variance)}.items():
+                                 **variance.csv_rows(summary.variance),
+                                 **paired.csv_rows(summary.paired)}.items():
             columns = list(dict.fromkeys(k for row in table_rows for k in row))
             logged[f"report/{name}"] = wandb.Table(columns=columns, data=[[_cell(row.get(c)) for c in columns] for row in table_rows])
         for title, path in figure_files.items():
