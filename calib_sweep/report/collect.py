@@ -529,7 +529,7 @@ def load_jobs_csv(path: str | os.PathLike) -> list[Job]:
             _nest(config, key, value)
         status = row["status"] or "missing"
         job = Job(folder=Path(row["folder"]), status=status, config=config,
-                  metrics={m: v for m in metric_columns if (v := as_float(row[m])) is not None} if status == "ok" else {},
+                  metrics={m: v for m in metric_columns if (v := as_float(row[m])) is not None},
                   dense_metrics=dict(dense.get(row["model"], {})), error=row["error"] or None,
                   wandb_mode=row["wandb_mode"] or None, variant=row["variant"], hardware=row["hardware"] or None,
                   repeat=row["noise_repeat"] == "True", variant_items=variant_items)
