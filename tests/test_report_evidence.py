@@ -18,7 +18,7 @@ from test_report import _config, write_job
 HW = "cpu AMD EPYC [AVX512, mkl] x2 threads"
 
 
-def _job(sweep, num, method, source, seed, ppl, acc, *, threads="auto", rows=None, hardware=HW, **config_extra):
+def _job(sweep, num, method, source, seed, ppl, acc, *, threads="auto", rows=None, hardware=HW, sha=None, **config_extra):
     config = _config(method, source, seed)
     config["threads"] = threads
     config["perturb"] = {"row_order_seed": rows}
@@ -30,7 +30,8 @@ def _job(sweep, num, method, source, seed, ppl, acc, *, threads="auto", rows=Non
         node[leaf] = value
     metrics = {"perplexity/wikitext": ppl, "zeroshot/boolq/acc": acc, "zeroshot/mean_acc": acc,
                "compression/kl_from_dense": ppl / 100}
-    return write_job(sweep, num, config, metrics=metrics, extra={"runtime": {"hardware": {"id": hardware}}})
+    extra = {"runtime": {"hardware": {"id": hardware}}, **({"calibration": {"token_sha256": sha}} if sha else {})}
+    return write_job(sweep, num, config, metrics=metrics, extra=extra)
 
 
 def _csv(path):
@@ -393,3 +394,27 @@ def test_noise_floor_counts_a_bit_identical_rerun_once(tmp_path):
     assert row.test.statistic == pytest.approx(f) and row.test.p == pytest.approx(stats.f.sf(f, 4, 2))
     # The committed numbers: pooled calibration SD 0.01515 over df 16 against these 3 runs.
     assert stats.f.sf(0.01515 ** 2 / np.var(distinct, ddof=1), 16, 2) == pytest.approx(0.05496, abs=5e-5)
+
+
+def test_a_strategy_that_shares_sets_with_random_is_not_compared_as_independent(tmp_path):
+    """dedup that removed nothing draws random's own windows (same token SHA-256): its row is n/a with the
+    reason and leaves the Holm family; length, with its own sets, is tested (issue 27 item 6)."""
+    sweep = tmp_path / "s"
+    values = {"random": [30.0, 30.4, 29.7], "dedup": [30.0, 30.4, 29.7], "length": [31.0, 31.5, 30.9]}
+    for i, (name, ppl) in enumerate(values.items()):
+        for seed, value in enumerate(ppl):
+            sha = f"{'own-' + name if name == 'length' else 'random'}-{seed}"
+            if name == "dedup" and seed == 2:
+                sha = "dedup-own-2"  # 2 of its 3 sets are random's
+            _job(sweep, 10 * i + seed, "wanda", "c4", seed, value, 0.6, sha=sha,
+                 selection={"name": name, "pool_factor": 4})
+    files = write_report([sweep], tmp_path / "r", wandb=False)
+    rows = {s.comparison.a: s for s in files.summary.evidence.strategies if s.metric == "perplexity/wikitext"}
+    dedup, length = rows["name=dedup"], rows["name=length"]
+    assert str(dedup.comparison.na) == "n/a (not independent: 2 of its 3 calibration sets are the reference's own (same token SHA-256))"
+    assert dedup.comparison.p is None and dedup.inference.verdict.startswith("n/a (not independent")
+    assert length.comparison.p == pytest.approx(stats.ttest_ind(values["length"], values["random"], equal_var=False).pvalue)
+    assert length.inference.family_size == 1 and length.comparison.p_holm == pytest.approx(length.comparison.p)
+    csv_rows = {r["strategy_a"]: r for r in _csv(tmp_path / "r" / "strategy_comparisons.csv") if r["metric"] == "perplexity/wikitext"}
+    assert csv_rows["name=dedup"]["verdict"].startswith("n/a (not independent: 2 of its 3")
+    assert {r["calibration_sha256"] for r in _csv(tmp_path / "r" / "jobs.csv")} >= {"random-0", "own-length-1", "dedup-own-2"}

@@ -60,21 +60,24 @@ def test_default_selection_keeps_job_config_keys():
     assert config_key(other, "torch.float32") != config_key(resolved, "torch.float32")
 
 
-def test_selection_experiment_reuses_replication_jobs_for_random_only():
-    # experiment=selection's random jobs are experiment=replication_cpu's jobs (resume reuses them);
-    # every other strategy is a job of its own.
+def test_selection_experiment_draws_every_strategy_from_the_same_share():
+    # Issue 27 item 6: in experiment=selection every strategy, random and dedup included, has pool_factor 4,
+    # so for a seed all choose from the same 64 windows; random's sets are therefore not replication_cpu's
+    # (pool_factor 1, whose seeds 0-2 lie inside seed 0's share) and get their own config key.
     from omegaconf import OmegaConf
 
     from calib_sweep.tracking import config_key
 
-    def key(*overrides):
-        return config_key(OmegaConf.to_container(compose_cfg(list(overrides)), resolve=True), "torch.float32")
+    def resolved(*overrides):
+        return OmegaConf.to_container(compose_cfg(list(overrides)), resolve=True)
 
     job = ("method=wanda", "dataset=offline_news", "seed=1")
-    replication = key("experiment=replication_cpu", *job)
-    assert key("experiment=selection", "selection=random", *job) == replication
-    assert key("experiment=selection", "selection=length", *job) != replication
-    assert key("experiment=replication_cpu", "method=wanda", "dataset=offline_news", "seed=2") != replication
+    pools = {option: resolved("experiment=selection", f"selection={option}", *job)["selection"]["pool_factor"]
+             for option in ("random", "dedup", "length", "perplexity_mid", "activation_diversity")}
+    assert pools == {option: 4 for option in pools}
+    replication = config_key(resolved("experiment=replication_cpu", *job), "torch.float32")
+    assert config_key(resolved("experiment=selection", "selection=random", *job), "torch.float32") != replication
+    assert resolved("experiment=replication_cpu", *job)["selection"]["pool_factor"] == 1
 
 
 # ----------------------------------------------------------------------- each strategy, hand-made

@@ -70,6 +70,8 @@ class Job:
         base_grid: the warning of :func:`calib_sweep.models.storage.grid_warning` when the job quantized
             weights already stored on a grid at or near its own (``results.json["weights_storage"]``), else None.
         predictors: ``results.json["predictors"]``: the calibration set's predictors (numeric ones), empty if absent.
+        calibration_sha256: ``results.json["calibration"]["token_sha256"]``: the calibration set's identity
+            (two jobs with the same hash calibrated on the same tokens), None when not recorded.
     """
 
     folder: Path
@@ -90,6 +92,7 @@ class Job:
     stage: str | None = None
     base_grid: str | None = None
     predictors: dict[str, float] = field(default_factory=dict)
+    calibration_sha256: str | None = None
 
     @property
     def config_refused(self) -> bool:
@@ -257,6 +260,8 @@ def read_job(folder: Path) -> Job:
         from calib_sweep.models.storage import grid_warning
 
         job.base_grid = grid_warning(record["weights_storage"], config.get("method") or {})
+    calibration = record.get("calibration") if isinstance(record.get("calibration"), dict) else {}
+    job.calibration_sha256 = str(calibration["token_sha256"]) if calibration.get("token_sha256") else None
     if job.status == "ok":
         job.metrics = _numeric(record.get("metrics"))
         job.predictors = _numeric(record.get("predictors"))
@@ -448,6 +453,7 @@ def finite(values: Iterable[float]) -> list[float]:
 
 JOBS_CSV_FIELDS = ("status", "model", "method", "source", "n_samples", "seq_len", "variant", "seed", "perturbation",
                    "noise_repeat", "hardware", "wandb_mode", "folder", "error")
+OPTIONAL_JOBS_CSV_FIELDS = ("calibration_sha256",)  # newer reports write it; older jobs.csv files lack it
 
 
 def _split_items(text: str) -> list[tuple[str, str]]:
@@ -510,7 +516,7 @@ def load_jobs_csv(path: str | os.PathLike) -> list[Job]:
                 number = as_float(row.get("value"))
                 if number is not None:
                     dense.setdefault(row["model"], {})[row["metric"]] = number
-    metric_columns = [c for c in rows[0] if c not in JOBS_CSV_FIELDS]
+    metric_columns = [c for c in rows[0] if c not in JOBS_CSV_FIELDS + OPTIONAL_JOBS_CSV_FIELDS]
     jobs = []
     for row in rows:
         config: dict[str, Any] = {"model": {"name": row["model"]}, "method": {"name": row["method"]},
@@ -532,6 +538,7 @@ def load_jobs_csv(path: str | os.PathLike) -> list[Job]:
                   metrics={m: v for m in metric_columns if (v := as_float(row[m])) is not None},
                   dense_metrics=dict(dense.get(row["model"], {})), error=row["error"] or None,
                   wandb_mode=row["wandb_mode"] or None, variant=row["variant"], hardware=row["hardware"] or None,
-                  repeat=row["noise_repeat"] == "True", variant_items=variant_items)
+                  repeat=row["noise_repeat"] == "True", variant_items=variant_items,
+                  calibration_sha256=row.get("calibration_sha256") or None)
         jobs.append(job)
     return jobs

@@ -449,6 +449,11 @@ def strategy_comparisons(groups: list[Group], metrics: list[str], test: str = "w
     ``selection.*`` settings) against the random draw when random ran in that family (``a`` = the strategy,
     ``b`` = random; Holm over those k-1 comparisons), else every pair of strategies; per evidence metric.
 
+    A strategy that shares calibration sets with random (the same token SHA-256: ``dedup`` that removed
+    nothing draws random's own windows) is not an independent sample: its row carries
+    ``n/a (not independent: k of its n calibration sets are the reference's own ...)`` and stays out of
+    the Holm family (issue 27 item 6).
+
     The returned rows reuse :class:`SourceComparison`; ``comparison.a`` / ``.b`` name the strategies
     (their ``selection.*`` settings) and ``variant`` holds the other settings, the source is in ``method``'s
     row as ``<method> / <source>``.
@@ -471,10 +476,30 @@ def strategy_comparisons(groups: list[Group], metrics: list[str], test: str = "w
                 continue
             reference = next((label for label, g in members if label in samples
                               and dict(g.jobs[0].variant_items).get("selection.name") == "random"), None)
-            for comparison in pairwise(samples, test, reference=reference):
+            shared: dict[str, tuple[int, int]] = {}
+            if reference is not None:
+                ref_sets = _set_hashes(dict(members)[reference])
+                for label, g in members:
+                    mine = _set_hashes(g)
+                    if label != reference and label in samples and mine & ref_sets:
+                        shared[label] = (len(mine & ref_sets), len(mine))
+            tested = {label: values for label, values in samples.items() if label not in shared}
+            rows = pairwise(tested, test, reference=reference) if len(tested) >= 2 else []
+            for label, (common, total) in sorted(shared.items()):
+                xa, xb = samples[label], samples[reference]
+                rows.append(Comparison(a=label, b=reference, n_a=len(xa), n_b=len(xb), mean_a=sum(xa) / len(xa),
+                                       mean_b=sum(xb) / len(xb), test=test, na=NA(
+                                           f"not independent: {common} of its {total} calibration sets are the reference's own "
+                                           "(same token SHA-256)")))
+            for comparison in rows:
                 out.append(SourceComparison(model, method_source, n, seq, other, metric, comparison,
                                             samples[comparison.a], samples[comparison.b]))
     return out
+
+
+def _set_hashes(group: Group) -> set[str]:
+    """The token SHA-256 of the group's calibration sets (``results.json["calibration"]["token_sha256"]``)."""
+    return {j.calibration_sha256 for j in group.jobs if j.status == "ok" and not j.repeat and j.calibration_sha256}
 
 
 def _distinct_runs(cell: list[Job]) -> list[Job]:

@@ -190,7 +190,8 @@ def write_csvs(summary: Summary, out: Path) -> list[Path]:
         jobs.append({"status": j.status, "model": j.model, "method": j.method, "source": j.source, "n_samples": j.n_samples,
                      "seq_len": j.seq_len, "variant": j.variant, "seed": j.seed, "perturbation": j.perturbation,
                      "noise_repeat": j.repeat, "hardware": j.hardware or "", "wandb_mode": j.wandb_mode or "",
-                     "folder": str(j.folder), "error": j.error or "", **{m: j.metrics.get(m, "") for m in summary.metrics}})
+                     "folder": str(j.folder), "error": j.error or "", "calibration_sha256": j.calibration_sha256 or "",
+                     **{m: j.metrics.get(m, "") for m in summary.metrics}})
     written.append(_write_csv(out / "jobs.csv", jobs))
     if summary.series:
         rows = []
