@@ -13,7 +13,7 @@ mean accuracy over the tasks, its SE ``sqrt(sum_t p_t (1 - p_t) / n_t) / T``.
 
 **Paired comparisons** (:class:`PairedRow`, ``paired_comparisons.csv``): for the pairs of groups the report
 compares (:mod:`calib_sweep.report.evidence`: sources within a method, selection strategies within a method x
-source), per task and for the mean accuracy over the tasks, the difference ``a - b`` in accuracy points on the
+source), per task and (with two or more tasks) for the mean accuracy over the tasks, the difference ``a - b`` in accuracy points on the
 items shared by every job of both groups, with a two-way bootstrap (Davison & Hinkley 1997, *Bootstrap Methods
 and their Application*, sec. 3.8, resampling both random factors of a crossed design): each of
 :data:`REPLICATES` replicates draws the calibration sets (jobs) of each group with replacement, and the shared
@@ -368,7 +368,7 @@ def _note(paired: PairedItems) -> str:
     parts = []
     if paired.skipped:
         parts.append(f"{len(paired.skipped)} finished job(s) with zero-shot results have no items.npz (runs from "
-                     "before per-item records) and are skipped.")
+                     "before per-item records, or job folders no longer on disk) and are skipped.")
     if paired.unreadable:
         parts.append(f"{len(paired.unreadable)} items.npz file(s) could not be read and are skipped: "
                      + "; ".join(f"{p} ({why})" for p, why in paired.unreadable[:3]))
@@ -383,10 +383,10 @@ def csv_rows(paired: PairedItems | None) -> dict[str, list[dict[str, Any]]]:
     if paired.item_noise:
         out["item_noise"] = [asdict(r) for r in paired.item_noise]
     if paired.comparisons:
-        out["paired_comparisons"] = [{**{k: v for k, v in asdict(r).items() if k not in ("effect", "ci_low", "ci_high")},
-                                      "effect_points": r.effect, "ci_low_points": r.ci_low,
-                                      "ci_high_points": r.ci_high, "ci_method": "two-way paired bootstrap, percentile",
-                                      "ci_text": r.ci_text} for r in paired.comparisons]
+        rename = {"effect": "effect_points", "ci_low": "ci_low_points", "ci_high": "ci_high_points"}
+        out["paired_comparisons"] = [{**{rename.get(k, k): v for k, v in asdict(r).items()},
+                                      "ci_method": "two-way paired bootstrap, percentile", "ci_text": r.ci_text}
+                                     for r in paired.comparisons]
     return out
 
 
@@ -431,7 +431,7 @@ def tables(paired: PairedItems | None) -> list:
         note=("Per group and task, on the items every job of the group answered: the binomial SE of accuracy "
               "sqrt(p(1-p)/n_items), averaged over the calibration sets, beside the SD of accuracy across the sets "
               "(ddof=1). A ratio above 1: the item sample limits what the accuracy says about the task more than the "
-              "calibration set does. " + note).strip(),
+              "calibration set does."),
         anchor="item-noise"))
     out.append(Table(
         "Paired comparisons on shared items (sets and items resampled together)",
