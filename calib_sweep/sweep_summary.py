@@ -262,6 +262,12 @@ def _log_to_wandb(config: DictConfig, summary: dict[str, Any]) -> None:
         table = wandb.Table(columns=["num", "state", "folder", "error"],
                             data=[[j.get("num"), j["state"], j.get("folder"), j.get("error")] for j in summary["jobs"]])
         run.log({"jobs": table})
+        if summary.get("adaptive"):  # hydra/sweeper=calib_adaptive: per cell, sets, half-widths, why it stopped
+            cells = summary["adaptive"]["cells"]
+            names = list(summary["adaptive"]["targets"])
+            run.log({"adaptive": wandb.Table(
+                columns=["cell", "sets", "stop", *[f"half_width/{n}" for n in names]],
+                data=[[c["cell"], c["sets"], c["stop"], *[c["half_widths"].get(n) for n in names]] for c in cells])})
         run.finish()
     except Exception as exc:
         log.warning("W&B sweep summary failed: %s", exc)
@@ -270,6 +276,10 @@ def _log_to_wandb(config: DictConfig, summary: dict[str, Any]) -> None:
 def finish_sweep(config: DictConfig, sweep_dir: str | Path, at_least: int = 0) -> int:
     """Summarize a finished sweep: print the block, write ``summary.json``, log to W&B.
 
+    Under ``hydra/sweeper=calib_adaptive`` the jobs are those its ``adaptive.json`` lists, and
+    ``summary.json["adaptive"]`` holds its record: per cell the sets run, the CI half-width reached per
+    target and the stopping reason (:func:`calib_sweep.adaptive.state`).
+
     Args:
         at_least: the status the process exits with anyway (e.g. 143 after SIGTERM); recorded when
             higher than the jobs' own.
@@ -277,6 +287,7 @@ def finish_sweep(config: DictConfig, sweep_dir: str | Path, at_least: int = 0) -
     Returns:
         The exit status (:func:`exit_status`, or ``at_least`` when higher).
     """
+    from calib_sweep.adaptive import read_state
     from calib_sweep.stopping import stop_signal
     from calib_sweep.tracking import write_json
 
@@ -285,8 +296,13 @@ def finish_sweep(config: DictConfig, sweep_dir: str | Path, at_least: int = 0) -
     except Exception as exc:  # a sweeper other than the basic one: count the folders found
         log.debug("could not expand the sweep's jobs: %s", exc)
         expected = None
+    adaptive = read_state(sweep_dir)  # hydra/sweeper=calib_adaptive: its jobs, and its per-cell record
+    if adaptive is not None:
+        expected = adaptive.pop("jobs", None)
     stopped_by = stop_signal(sweep_dir) or _signal_of(int(at_least))
     summary = summarize(sweep_dir, expected, stopped_by=stopped_by)
+    if adaptive is not None:
+        summary["adaptive"] = adaptive
     summary["exit_status"] = max(exit_status(summary), int(at_least))
     write_json(Path(sweep_dir) / SUMMARY_FILE, summary)
     _tidy(config, Path(sweep_dir))
@@ -356,6 +372,12 @@ def _end_active() -> DictConfig | None:
         stopper.uninstall()
     os.environ.pop(SWEEP_JOBS_VARIABLE, None)
     return ACTIVE.pop("config", None)
+
+
+def discard_active() -> None:
+    """Forget the multirun of this process without a summary: a sweeper refused its settings before any
+    job started (one line, exit 2; :mod:`hydra_plugins.calib_adaptive`)."""
+    _end_active()
 
 
 def summarize_interrupted(code: int = 1) -> int | None:

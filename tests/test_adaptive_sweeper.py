@@ -1,0 +1,168 @@
+"""``hydra/sweeper=calib_adaptive`` as users launch it: ``python -m calib_sweep -m hydra/sweeper=calib_adaptive ...``
+on the tiny model (issue 30).
+
+GPTQ's perplexity moves with the calibration set; RTN is data-free, so its cells' half-width is exactly 0
+and it stops at ``min_sets`` under any target.  The SLURM test is at the end (marked ``slurm``; it skips
+without a running cluster, as in ``tests/test_slurm.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from helpers import run_cli, tiny_overrides
+
+
+def base(model_dir: Path, corpus: Path) -> list[str]:
+    return ["-m", "hydra/sweeper=calib_adaptive", *tiny_overrides(model_dir, corpus), "eval.dense_baseline=false",
+            "eval.kl_windows=0", "eval.layer_diagnostics=false"]
+
+
+def adaptive_summary(sweep: Path) -> dict:
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert summary["adaptive"]["sweeper"] == "calib_adaptive"
+    return summary
+
+
+def cells_by_method(summary: dict) -> dict[str, dict]:
+    return {c["cell"].split("method=")[1].split()[0]: c for c in summary["adaptive"]["cells"]}
+
+
+def test_loose_target_stops_at_min_sets(tiny_model_dir, tiny_corpus, tmp_path):
+    sweep = tmp_path / "multirun" / "loose"
+    proc = run_cli([*base(tiny_model_dir, tiny_corpus), "method=gptq", "hydra.sweeper.targets={perplexity:0.5}",
+                    f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = adaptive_summary(sweep)
+    assert summary["counts"]["ok"] == 3 and summary["exit_status"] == 0
+    (cell,) = summary["adaptive"]["cells"]
+    assert cell["cell"] == "" and cell["overrides"][-1] == "method=gptq"  # one cell: nothing swept names it
+    assert cell["seeds"] == [0, 1, 2] and cell["sets"] == 3
+    assert cell["stop"] == "target reached" and summary["adaptive"]["rounds"] == 1
+    # The half-width is the report's Student t interval of the three seeds' perplexities, relative to their mean.
+    values = [json.loads(p.read_text())["metrics"]["perplexity/local_jsonl"] for p in sorted(sweep.glob("*/results.json"))]
+    assert len(values) == 3 and len(set(values)) == 3  # three distinct calibration sets
+    from calib_sweep.report.statistics import t_bounds
+    import numpy as np
+    low, high = t_bounds(np.asarray(values))
+    mean = sum(values) / 3
+    assert math.isclose(cell["half_widths"]["perplexity"], (high - low) / 2 / mean, rel_tol=1e-9)
+    assert 0 < cell["half_widths"]["perplexity"] <= 0.5
+    assert "calib_sweep: adaptive sweep: 1 cells, 3 jobs in 1 rounds (3 ran, 0 done before)" in proc.stderr
+    assert "  (one cell): 3 sets, perplexity +-" in proc.stderr and ": target reached" in proc.stderr
+    assert sorted(p.name for p in sweep.glob("*_gptq_*")) == ["0_gptq_local_jsonl_s0", "1_gptq_local_jsonl_s1",
+                                                          "2_gptq_local_jsonl_s2"]
+
+
+def test_strict_target_budget_stops_midway_and_rerun_continues_to_max_sets(tiny_model_dir, tiny_corpus, tmp_path):
+    args = [*base(tiny_model_dir, tiny_corpus), "method=gptq,rtn", "hydra.sweeper.targets={perplexity:1e-9}",
+            "hydra.sweeper.min_sets=2", "hydra.sweeper.max_sets=4"]
+    first = tmp_path / "multirun" / "first"
+    proc = run_cli([*args, "hydra.sweeper.max_jobs=5", f"hydra.sweep.dir={first}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = adaptive_summary(first)
+    cells = cells_by_method(summary)
+    # Round 1: 2 seeds of each cell (4 jobs); RTN is data-free: half-width exactly 0, target reached; GPTQ
+    # gets one more seed in round 2 (sets_needed needs 3 sets to estimate), then the budget (5 jobs) is spent.
+    assert cells["rtn"]["stop"] == "target reached" and cells["rtn"]["seeds"] == [0, 1]
+    assert cells["rtn"]["half_widths"]["perplexity"] == 0.0
+    assert cells["gptq"]["stop"] == "budget" and cells["gptq"]["seeds"] == [0, 1, 2] and cells["gptq"]["sets"] == 3
+    assert cells["gptq"]["half_widths"]["perplexity"] > 1e-9
+    assert summary["adaptive"]["jobs_ran"] == 5 and summary["adaptive"]["rounds"] == 2
+    assert summary["counts"] == {"ok": 5, "failed": 0, "skipped": 0, "not_started": 0}
+    assert "method=gptq: 3 sets" in proc.stderr and ": budget" in proc.stderr
+    # The same command again, without the budget: the 5 finished jobs are skipped (resume by config key) and
+    # count; only seed 3 of GPTQ runs, and the strict target ends it at max_sets.
+    second = tmp_path / "multirun" / "second"
+    proc = run_cli([*args, f"hydra.sweep.dir={second}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = adaptive_summary(second)
+    cells = cells_by_method(summary)
+    assert cells["gptq"]["stop"] == "max_sets" and cells["gptq"]["seeds"] == [0, 1, 2, 3] and cells["gptq"]["sets"] == 4
+    assert cells["rtn"]["stop"] == "target reached" and cells["rtn"]["sets"] == 2
+    assert summary["adaptive"]["jobs_ran"] == 1 and summary["counts"]["skipped"] == 5 and summary["counts"]["ok"] == 1
+    ran = [p.parent.name for p in second.glob("*/results.json")]
+    assert ran == [next(p.name for p in second.glob("*_gptq_local_jsonl_s3"))]
+    assert summary["adaptive"]["rounds"] == 3
+    assert "6 jobs in 3 rounds (1 ran, 5 done before)" in proc.stderr and ": max_sets" in proc.stderr
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["seed=0,1"], "seed=0,1: the calib_adaptive sweeper owns the seed"),
+    (["hydra.sweeper.min_sets=1"], "hydra.sweeper.min_sets=1: a CI half-width needs at least 2"),
+    (["hydra.sweeper.min_sets=3", "hydra.sweeper.max_sets=2"], "hydra.sweeper.max_sets=2 must be an integer >= hydra.sweeper.min_sets=3"),
+    (["hydra.sweeper.targets={perplexity:0}"], "hydra.sweeper.targets.perplexity=0: a target is a CI half-width and must be a number > 0"),
+    (["hydra.sweeper.targets={ppl:0.01}"], "hydra.sweeper.targets: unknown metric 'ppl'"),
+    (["hydra.sweeper.targets={mean_acc:0.01}"], "hydra.sweeper.targets.mean_acc: the jobs of cell 'method=rtn' run no zero-shot task"),
+    (["hydra.sweeper.targets={perplexity/wikitext2:0.01}"], "measure perplexity on ['local_jsonl'], not 'wikitext2'"),
+])
+def test_bad_input_one_line_exit_2_before_any_job(tiny_model_dir, tiny_corpus, tmp_path, extra, expected):
+    sweep = tmp_path / "multirun" / "bad"
+    proc = run_cli([*base(tiny_model_dir, tiny_corpus), "method=rtn,magnitude", *extra, f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("calib_sweep: error: ") and expected in lines[0] and "Fix: " in lines[0]
+    assert not sweep.exists()  # no job started, nothing left behind
+    assert not (tmp_path / "multirun" / ".index").exists()
+
+
+def test_plan_rules_without_jobs():
+    """The planner itself: interleaved seeds, next unused integers, growth at most doubling, missing metrics."""
+    from calib_sweep import adaptive
+
+    targets = adaptive.parse_targets({"perplexity": 0.001, "zeroshot/arc_easy/acc": 0.02})
+    assert [(t.relative, t.half_width) for t in targets] == [(True, 0.001), (False, 0.02)]
+    a, b = adaptive.Cell(["method=a", "x=1"], ("method",)), adaptive.Cell(["method=b", "x=1"], ("method",), seeds=[1])
+    b.results[1] = {"perplexity/x": 10.0, "zeroshot/arc_easy/acc": 0.5}
+    assert [(c.label, s) for c, s in adaptive.plan([a, b], targets, 3, 10)] == [
+        ("method=a", 0), ("method=b", 0), ("method=a", 1), ("method=b", 2), ("method=a", 2)]
+    noisy = adaptive.Cell(["method=n"], ("method",), seeds=[0, 1, 2],
+                          results={s: {"perplexity/x": v, "zeroshot/arc_easy/acc": 0.5} for s, v in enumerate([10.0, 12.0, 8.0])})
+    # far from +-0.1%: sets_needed is huge, so the cell at most doubles (3 -> 6 seeds)
+    assert [s for _, s in adaptive.plan([noisy], targets, 3, 10)] == [3, 4, 5]
+    assert adaptive.missing_metric([noisy], adaptive.parse_targets({"mean_acc": 0.01})).startswith(
+        "hydra.sweeper.targets.mean_acc: the jobs of 'method=n' do not report it")
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(shutil.which("sbatch") is None, reason="sbatch not found: no SLURM here "
+                    "(start a one-node cluster with scripts/local_slurm.sh start)")
+def test_adaptive_rounds_are_slurm_job_arrays(tiny_model_dir, tiny_corpus, tmp_path):
+    """Through the local SLURM cluster: each round is one job array (round 1: 2 cells x 2 seeds; rounds 2
+    and 3: GPTQ's seeds 2, then 3); RTN stops at min_sets, GPTQ at max_sets."""
+    proc = subprocess.run(["sinfo", "-h", "-o", "%P %a"], capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        why = f"sbatch is installed but no SLURM controller answers ({proc.stderr.strip()}). Fix: scripts/local_slurm.sh start"
+        if os.environ.get("CALIB_SWEEP_REQUIRE_SLURM") == "1":
+            pytest.fail(why)
+        pytest.skip(why)
+    partition = os.environ.get("CALIB_SWEEP_SLURM_PARTITION") or next(
+        line.split()[0].rstrip("*") for line in proc.stdout.splitlines() if line.split()[0].endswith("*"))
+    sweep = tmp_path / "multirun" / "slurm"
+    node = ["hydra/launcher=slurm", f"hydra.launcher.partition={partition}", "hydra.launcher.gpus_per_node=null",
+            "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=4", "hydra.launcher.timeout_min=30"]
+    try:
+        proc = run_cli([*base(tiny_model_dir, tiny_corpus), "method=gptq,rtn", "hydra.sweeper.targets={perplexity:1e-9}",
+                        "hydra.sweeper.min_sets=2", "hydra.sweeper.max_sets=4", *node, f"hydra.sweep.dir={sweep}"],
+                       tmp_path, timeout=900)
+    finally:
+        arrays = {p.name.split("_")[0] for p in sweep.glob(".submitit/*") if p.name.split("_")[0].isdigit()}
+        if arrays:
+            subprocess.run(["scancel", *arrays], capture_output=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = adaptive_summary(sweep)
+    cells = cells_by_method(summary)
+    assert cells["gptq"]["stop"] == "max_sets" and cells["gptq"]["sets"] == 4
+    assert cells["rtn"]["stop"] == "target reached" and cells["rtn"]["sets"] == 2
+    records = [json.loads(p.read_text()) for p in sweep.glob("*/results.json")]
+    assert len(records) == 6 and all(r["status"] == "ok" for r in records)
+    assert summary["adaptive"]["rounds"] == 3
+    assert len({r["slurm"]["array_job_id"] for r in records}) == 3  # one job array per round
