@@ -174,15 +174,16 @@ def _csv(path):
         return list(csv.DictReader(handle))
 
 
-def _job_with_items(sweep, num, method, source, seed, items: dict | None, selection=None):
-    """A finished job whose metrics are its items' accuracies; ``items=None``: an older job without items.npz."""
+def _job_with_items(sweep, num, method, source, seed, items: dict | None, selection=None, sha=None):
+    """A finished job whose metrics are its items' accuracies; ``items=None``: an older job without items.npz;
+    ``sha``: its calibration set's token SHA-256."""
     config = _config(method, source, seed)
     if selection:
         config["selection"] = selection
     accs = {t: float(np.mean(c)) for t, c in (items or {"boolq": [1, 0], "rte": [1, 0]}).items()}
     metrics = {f"zeroshot/{t}/acc": v for t, v in accs.items()}
     metrics.update({"zeroshot/mean_acc": float(np.mean(list(accs.values()))), "perplexity/wikitext": 20.0 + seed})
-    folder = write_job(sweep, num, config, metrics=metrics)
+    folder = write_job(sweep, num, config, metrics=metrics, extra={"calibration": {"token_sha256": sha}} if sha else None)
     if items is not None:
         save_item_records(folder, {t: records(c) for t, c in items.items()})
     return folder
@@ -263,6 +264,21 @@ def test_strategy_pairs_and_items_shared_by_both_groups(tmp_path):
     # sets identical within each group: only the item draw varies; item 1 is missed by (4/5)^5 = 33% of draws
     assert row.na is None and row.ci_low == 0.0 and row.ci_high == pytest.approx(60.0)
     assert 0.55 < row.p < 0.8
+
+
+def test_strategy_sharing_randoms_sets_is_not_an_independent_pair(tmp_path):
+    sweep = tmp_path / "s"
+    rng = np.random.default_rng(4)
+    for seed in range(3):
+        items = {"boolq": (rng.random(50) < 0.6).astype(np.uint8)}
+        _job_with_items(sweep, seed, "gptq", "c4", seed, items, selection={"name": "random", "pool_factor": 4},
+                        sha=f"set{seed}")
+        _job_with_items(sweep, 10 + seed, "gptq", "c4", seed, items, selection={"name": "dedup", "pool_factor": 4},
+                        sha=f"set{seed}")  # dedup removed nothing: random's own sets
+    files = write_report([sweep], tmp_path / "r", wandb=False, say=lambda _: None)
+    (row,) = files.summary.paired.comparisons
+    assert row.na.startswith("n/a (not independent: 3 of its 3 calibration sets")
+    assert row.effect == 0.0 and row.ci_low is None and row.p is None
 
 
 def test_jobs_without_items_are_skipped_with_a_note_never_an_error(tmp_path):

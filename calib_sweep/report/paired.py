@@ -20,7 +20,8 @@ and their Application*, sec. 3.8, resampling both random factors of a crossed de
 items with replacement, **the same item draw for both groups** (the pairing: an item that is hard for both
 cancels out of the difference).  The interval is the 95% percentile interval of the replicate differences; ``p``
 is the two-sided bootstrap p ``2 min(P(d <= 0), P(d >= 0))``, floored at ``1 / REPLICATES`` and capped at 1.
-A group with fewer than :data:`MIN_SETS` sets gets ``n/a (n=2 < 3)`` instead of an interval and p.
+A group with fewer than :data:`MIN_SETS` sets gets ``n/a (n=2 < 3)`` instead of an interval and p, and so does a
+strategy whose calibration sets are random's own (``n/a (not independent: ...)``, as in the strategy table).
 
 **Random numbers.** Each pair has its own ``numpy.random.default_rng(SEED)``, so a row does not depend on the
 others; the draws, in order: ``rng.integers(0, J_a, (B, J_a))`` (sets of ``a``), ``rng.integers(0, J_b, (B, J_b))``
@@ -96,8 +97,8 @@ class PairedRow:
         variant: the group's variant (other settings for strategies); n_sets_a / n_sets_b: jobs with items;
         n_items: shared items (summed over tasks for the mean row); effect: ``100 * (acc_a - acc_b)`` on the
         shared items, accuracy points; ci_low / ci_high: 95% percentile two-way bootstrap interval, points;
-        p: two-sided bootstrap p; replicates: B; na: ``n/a (n=2 < 3)`` when a group has too few sets
-        (then ci_low, ci_high and p are None).
+        p: two-sided bootstrap p; replicates: B; na: ``n/a (n=2 < 3)`` when a group has too few sets, or the
+        strategy table's ``n/a (not independent: ...)`` (then ci_low, ci_high and p are None).
     """
 
     table: str
@@ -279,8 +280,10 @@ def _group_records(group: Group, load: _Loader) -> list[dict[str, ItemRecords]]:
     return [r for r in (load(j) for j in jobs) if r]
 
 
-def _pairs(groups: list[Group], evidence: Any) -> list[tuple[str, tuple, str, str, Group, Group]]:
-    """(table, (model, method, n, seq, variant), a, b, group a, group b) for every pair the report compares."""
+def _pairs(groups: list[Group], evidence: Any) -> list[tuple[str, tuple, str, str, Group, Group, str | None]]:
+    """(table, (model, method, n, seq, variant), a, b, group a, group b, na) for every pair the report compares;
+    ``na`` is the evidence row's ``not independent: ...`` reason (a strategy sharing random's calibration sets,
+    issue 27 item 6), else None."""
     from calib_sweep.report.evidence import _split_selection
 
     if evidence is None:
@@ -304,12 +307,13 @@ def _pairs(groups: list[Group], evidence: Any) -> list[tuple[str, tuple, str, st
                 gb = by_key.get((row.model, row.method, b, row.n_samples, row.seq_len, row.variant))
             else:
                 ga, gb = by_strategy.get((*head, a)), by_strategy.get((*head, b))
+            reason = str(row.comparison.na) if row.comparison.na and "not independent" in str(row.comparison.na) else None
             if ga is not None and gb is not None:
-                out.append((table, head, a, b, ga, gb))
+                out.append((table, head, a, b, ga, gb, reason))
     return out
 
 
-def _paired_rows(table: str, head: tuple, a: str, b: str, ra: list, rb: list) -> list[PairedRow]:
+def _paired_rows(table: str, head: tuple, a: str, b: str, ra: list, rb: list, reason: str | None = None) -> list[PairedRow]:
     tasks = sorted(set.intersection(*(set(r) for r in ra + rb)))
     ca, cb = {}, {}
     for task in tasks:
@@ -322,7 +326,7 @@ def _paired_rows(table: str, head: tuple, a: str, b: str, ra: list, rb: list) ->
     n_items[MEAN_TASK] = sum(n_items.values())
     model, method, n, seq, variant = head
     small = min(len(ra), len(rb))
-    na = f"n/a (n={small} < {MIN_SETS})" if small < MIN_SETS else None
+    na = reason or (f"n/a (n={small} < {MIN_SETS})" if small < MIN_SETS else None)
     rows = []
     for task, (effect, diffs) in bootstrap_difference(ca, cb).items():
         if task == MEAN_TASK and len(ca) < 2:
@@ -352,10 +356,10 @@ def compute(groups: list[Group], evidence: Any = None, data_free: Iterable[str] 
             for task, fields in item_noise(records[g.key]).items():
                 result.item_noise.append(ItemNoiseRow(g.model, g.method, g.source, g.n_samples, g.seq_len, g.variant,
                                                       task, **fields))
-    for table, head, a, b, ga, gb in _pairs(kept, evidence):
+    for table, head, a, b, ga, gb, reason in _pairs(kept, evidence):
         ra, rb = records.get(ga.key), records.get(gb.key)
         if ra and rb:
-            result.comparisons += _paired_rows(table, head, a, b, ra, rb)
+            result.comparisons += _paired_rows(table, head, a, b, ra, rb, reason)
     result.skipped = list(load.skipped)
     result.unreadable = sorted(load.unreadable.items())
     result.with_items = sum(1 for v in load.cache.values() if v)
