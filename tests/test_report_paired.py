@@ -297,3 +297,25 @@ def test_jobs_without_items_are_skipped_with_a_note_never_an_error(tmp_path):
     md = files.markdown.read_text()
     assert "## Paired item analysis" in md and "6 finished job(s) with zero-shot results have no items.npz" in md
     assert "1 items.npz file(s) could not be read" in md
+
+
+def test_wandb_gets_the_item_noise_and_paired_tables(tmp_path, monkeypatch):
+    import sys
+
+    from test_report import _FakeWandb
+
+    sweep, rng = tmp_path / "s", np.random.default_rng(5)
+    for num, (source, seed) in enumerate((s, k) for s in ("c4", "wikitext") for k in range(3)):
+        folder = _job_with_items(sweep, num, "gptq", source, seed, {"boolq": (rng.random(20) < 0.6).astype(np.uint8)})
+        record = folder / "results.json"
+        record.write_text(record.read_text().replace('"offline"', '"online"'))
+    fake = _FakeWandb()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    monkeypatch.setenv("WANDB_MODE", "online")
+    write_report([sweep], tmp_path / "r", say=lambda _: None)
+    logged = [c for c in fake.calls if c[0] == "log"][0][1]
+    table = logged["report/paired_comparisons"]
+    row = dict(zip(table.columns, table.data[0]))
+    assert (row["a"], row["b"], row["task"], row["n_items"], row["replicates"]) == ("c4", "wikitext", "boolq", 20, 2000)
+    noise = logged["report/item_noise"]
+    assert len(noise.data) == 2 and "item_se" in noise.columns
