@@ -268,7 +268,7 @@ def markdown(checks: PredictorChecks | None) -> str:
     for r in checks.rows:
         if r.scope not in ("all", "across sources"):
             continue
-        mde = "" if r.mde_rho is None else f"{r.mde_rho:.2f}"
+        mde = (("> 0.99" if r.n >= MIN_SETS else "") if r.mde_rho is None else f"{r.mde_rho:.2f}")
         lines.append(f"| {r.model} | {r.method}{f' [{r.variant}]' if r.variant else ''} | {r.metric} | {r.scope} | "
                      f"{r.predictor} | {r.n} | {r.text} | {_p(r.p)} | {_p(r.p_holm)} | {r.family_size} | {mde} |")
     loso = [r for r in checks.rows if r.scope.startswith("leave out")]
