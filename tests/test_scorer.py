@@ -72,6 +72,8 @@ def test_fast_scorer_equals_hflm_on_tiny_llama(tiny):
     requests = _requests(model.config.vocab_size)
     _compare(fast, reference, requests)
     assert fast.fallback_reason is None
+    # the default budget: every short context in one padded batch, continuations of several contexts together
+    _compare(FastHFLM(pretrained=model, tokenizer=tokenizer, batch_size=4, max_length=64), reference, requests)
     assert fast.truncated_requests == 2  # the two 80-token contexts
     # a greedy continuation is recognised: the model's own argmax tokens after a context
     context = requests[0][1]

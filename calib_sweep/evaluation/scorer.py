@@ -9,11 +9,15 @@ is repeated once per choice and only the continuation positions are read.  :clas
 1. each request is truncated exactly as HFLM does (``(context + continuation)[-(max_length + 1):]``,
    left-truncated; counted in :attr:`FastHFLM.truncated_requests`), giving an effective context
    ``ctx`` (>= 1 token) and the continuation ``cont``;
-2. requests are grouped by ``ctx``; the prefix ``ctx[:-1]`` of several groups is run through the
-   decoder (``model.get_decoder()``, no LM head) in one right-padded batch with ``use_cache=True``
-   (a context longer than the token budget alone, in budget-sized chunks);
-3. per group, the continuations are scored in batches: input ``[ctx[-1]] + cont[:-1]`` (right-padded)
-   on a ``DynamicCache`` rebuilt from the group's cached keys/values, expanded to the batch;
+2. requests are grouped by ``ctx``; the contexts of several groups (longest first, little padding) are
+   run through the decoder (``model.get_decoder()``, no LM head) in one right-padded batch with
+   ``use_cache=True`` (a context longer than the token budget alone, in budget-sized chunks); the last
+   context position's hidden state scores every continuation's first token (a one-token continuation
+   needs nothing more);
+3. the longer continuations of a pack of contexts are scored in batches: input ``cont[:-1]``
+   (right-padded) on a ``DynamicCache`` rebuilt from the cached keys/values of each row's context
+   (with several contexts: an attention mask hiding each row's context padding, positions from its
+   true length);
 4. the LM head (``model.get_output_embeddings()``, then ``config.final_logit_softcapping`` where set,
    as Gemma-2/3 do) is applied to the scored hidden rows only, in row chunks; log-softmax (in
    HFLM's ``softmax_dtype``), the continuation's log-probability and ``is_greedy`` (every scored
@@ -52,6 +56,17 @@ log = logging.getLogger(__name__)
 SCORERS = ("fast", "hflm")
 
 Request = tuple[Any, list[int], list[int]]
+
+#: A batch (rows sorted longest first, padded to the first) takes one more row while its padded tokens
+#: stay within ``PAD_SLACK`` x its real tokens, or within ``SMALL_BATCH`` tokens (where a forward pass
+#: costs about the same whatever its size: ~30 ms for SmolLM2-135M on 2 CPU cores up to ~64 tokens).
+PAD_SLACK = 1.25
+SMALL_BATCH = 192
+
+
+def _takes(rows: int, width: int, real: int) -> bool:
+    """Whether a batch of ``rows`` rows padded to ``width`` holding ``real`` real tokens wastes little enough."""
+    return rows * width <= max(PAD_SLACK * real, SMALL_BATCH)
 
 
 def check_scorer(value: Any) -> str:
@@ -193,9 +208,7 @@ class FastHFLM(HFLM):
         ordered = sorted(groups.items(), key=lambda item: -len(item[0]))
         with torch.no_grad(), self._autocast():
             for pack in self._packs(ordered):
-                caches = self._prefill([context for context, _ in pack])
-                for (context, members), cache in zip(pack, caches):
-                    self._score_group(context, members, cache, results)
+                self._score_pack(pack, results)
         for (key, _, _), answer in zip(requests, results):
             if key is not None:
                 self.cache_hook.add_partial("loglikelihood", key, answer)
@@ -210,85 +223,113 @@ class FastHFLM(HFLM):
         return None
 
     def _packs(self, ordered):
-        """Consecutive groups (longest context first) whose context prefixes fit one padded batch of
-        ``token_budget`` tokens; on a sliding-window model only prefixes shorter than the window are batched."""
+        """Consecutive groups (longest context first) whose contexts fit one padded batch of
+        ``token_budget`` tokens.  On a sliding-window model a group joins a pack of several only if its
+        context plus its longest continuation is shorter than the window (so no window ever starts
+        inside the padding); a context longer than the budget is a pack of its own."""
         window = self._sliding_window()
         pack: list = []
-        width = 0
+        width = real = 0
         for context, members in ordered:
-            prefix = len(context) - 1
-            alone = prefix > self.token_budget or (window is not None and prefix >= window - 1)
-            if pack and (alone or max(width, prefix) * (len(pack) + 1) > self.token_budget):
+            prefix = len(context)
+            longest = max(len(cont) for _, cont in members)
+            alone = prefix > self.token_budget or (window is not None and len(context) + longest >= window - 1)
+            if pack and (alone or width * (len(pack) + 1) > self.token_budget
+                         or not _takes(len(pack) + 1, width, real + prefix)):
                 yield pack
-                pack, width = [], 0
+                pack, width, real = [], 0, 0
             pack.append((context, members))
-            width = max(width, prefix)
+            width, real = max(width, prefix), real + prefix
             if alone:
                 yield pack
-                pack, width = [], 0
+                pack, width, real = [], 0, 0
         if pack:
             yield pack
 
-    def _prefill(self, contexts: list[tuple[int, ...]]) -> list[list[tuple[torch.Tensor, torch.Tensor, int]] | None]:
-        """Per context, per decoder layer ``(keys [1, heads, kept, dim], values, seen tokens)`` of its prefix
-        ``context[:-1]`` (``None`` for a one-token context).  Several contexts run as one right-padded
-        batch (causal attention: a row never sees its padding); a single long one in budget-sized chunks."""
-        prefixes = [list(c[:-1]) for c in contexts]
-        width = max(len(p) for p in prefixes)
-        if width == 0:
-            return [None] * len(contexts)
+    def _prefill(self, contexts: list[tuple[int, ...]]):
+        """Run whole contexts through the decoder: ``((per layer (keys, values) [n, heads, kept, dim], tokens seen),
+        last hidden state [n, hidden])`` (the last real position of each: it predicts every continuation's first
+        token).  Several contexts run as one right-padded batch (causal attention: a row never sees its
+        padding); a single long one in budget-sized chunks (a sliding layer then keeps only its window;
+        ``tokens seen`` counts them all)."""
+        width = max(len(c) for c in contexts)
         pad = self.eot_token_id if self.eot_token_id is not None else 0
-        ids = torch.tensor([p + [pad] * (width - len(p)) for p in prefixes], dtype=torch.long, device=self.device)
+        ids = torch.tensor([list(c) + [pad] * (width - len(c)) for c in contexts], dtype=torch.long, device=self.device)
         step = self.token_budget if len(contexts) == 1 else width
         cache = None
         for start in range(0, width, step):
-            cache = self._decoder(input_ids=ids[:, start: start + step], past_key_values=cache,
-                                  use_cache=True).past_key_values
-        if len(contexts) == 1:  # as cached (a sliding layer: its window), with the tokens it has seen
-            return [[(layer.keys, layer.values, layer.get_seq_length()) for layer in cache.layers]]
-        # batched prefixes are all shorter than any sliding window: every layer holds them whole
-        return [
-            [(layer.keys[row: row + 1, :, : len(prefix)], layer.values[row: row + 1, :, : len(prefix)], len(prefix))
-             for layer in cache.layers] if prefix else None
-            for row, prefix in enumerate(prefixes)
-        ]
+            out = self._decoder(input_ids=ids[:, start: start + step], past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+        hidden = out.last_hidden_state  # [n, last chunk, hidden]
+        last = torch.tensor([len(c) - 1 - (width - hidden.shape[1]) for c in contexts], device=self.device)
+        return ([(layer.keys, layer.values) for layer in cache.layers], width), hidden[torch.arange(len(contexts)), last]
 
-    def _cache_for(self, layers, rows: int):
-        """A fresh ``DynamicCache`` holding ``layers`` (see :meth:`_prefill`) expanded to ``rows`` rows."""
+    def _cache_for(self, prefill, rows: torch.Tensor | None, count: int):
+        """A fresh ``DynamicCache`` with the prefill's rows ``rows`` (``None``: its single row, expanded to ``count``)."""
         from transformers import DynamicCache
 
         cache = DynamicCache(config=self._decoder.config)
-        if layers is None:
-            return cache
-        for layer, (keys, values, seen) in zip(cache.layers, layers):
-            layer.update(keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1))
+        layers, seen = prefill
+        for layer, (keys, values) in zip(cache.layers, layers):
+            if rows is None:
+                keys, values = keys.expand(count, -1, -1, -1), values.expand(count, -1, -1, -1)
+            else:
+                keys, values = keys.index_select(0, rows), values.index_select(0, rows)
+            layer.update(keys, values)
             if hasattr(layer, "cumulative_length"):
                 layer.cumulative_length = seen  # a sliding layer keeps only its window but has seen them all
         return cache
 
-    def _score_group(self, context, members, layers, results) -> None:
-        """Score the continuations ``members`` (``[(request index, tokens)]``) of one context into ``results``."""
-        budget = self.token_budget
-        batch: list[tuple[int, list[int]]] = []
-        for member in sorted(members, key=lambda m: -len(m[1])):  # longest first: the batch's width is its first
-            width = len(batch[0][1]) if batch else len(member[1])
-            if batch and (len(batch) + 1) * (len(context) + width) > budget:
-                self._score_batch(context, batch, layers, results)
-                batch = []
+    def _score_pack(self, pack, results) -> None:
+        """Score every continuation of the groups ``pack`` (``[(context, [(request index, tokens)])]``) into
+        ``results``: one-token continuations from the contexts' last hidden states alone, longer ones in
+        batches of at most ``token_budget`` (context width + padded continuation) tokens per row, summed."""
+        prefill, last = self._prefill([context for context, _ in pack])
+        width = prefill[1]
+        members = [(g, index, cont) for g, (_, group) in enumerate(pack) for index, cont in group]
+        single = [m for m in members if len(m[2]) == 1]
+        if single:
+            self._reduce(single, [last[g: g + 1] for g, _, _ in single], results)
+        longer = sorted((m for m in members if len(m[2]) > 1), key=lambda m: -len(m[2]))  # a batch's width: its first
+        batch: list = []
+        real = 0
+        for member in longer:
+            rows, longest = len(batch) + 1, len(batch[0][2]) - 1 if batch else 0
+            if batch and (rows * (width + longest) > self.token_budget or not _takes(rows, longest, real + len(member[2]) - 1)):
+                self._score_batch(pack, prefill, last, batch, results)
+                batch, real = [], 0
             batch.append(member)
+            real += len(member[2]) - 1
         if batch:
-            self._score_batch(context, batch, layers, results)
+            self._score_batch(pack, prefill, last, batch, results)
 
-    def _score_batch(self, context, batch, layers, results) -> None:
-        width = max(len(cont) for _, cont in batch)
+    def _score_batch(self, pack, prefill, last, batch, results) -> None:
+        """Run ``cont[:-1]`` of each member (right-padded) on its context's cache; score with :meth:`_reduce`."""
+        width = max(len(cont) for _, _, cont in batch) - 1
         pad = self.eot_token_id if self.eot_token_id is not None else 0
-        inputs = [[context[-1]] + cont[:-1] for _, cont in batch]
-        ids = torch.tensor([row + [pad] * (width - len(row)) for row in inputs], dtype=torch.long, device=self.device)
-        hidden = self._decoder(input_ids=ids, past_key_values=self._cache_for(layers, len(batch)),
-                               use_cache=True).last_hidden_state  # [rows, width, hidden]
-        mask = torch.tensor([[t < len(cont) for t in range(width)] for _, cont in batch], device=self.device)
-        scored = hidden[mask]  # [sum of continuation lengths, hidden], row-major: request by request
-        targets = torch.tensor([t for _, cont in batch for t in cont], dtype=torch.long, device=self.device)
+        ids = torch.tensor([cont[:-1] + [pad] * (width + 1 - len(cont)) for _, _, cont in batch], dtype=torch.long,
+                           device=self.device)
+        kwargs: dict[str, Any] = {}
+        if len(pack) == 1:  # one context: its cache as it is, positions continue from it
+            cache = self._cache_for(prefill, None, len(batch))
+        else:  # several: each row sees its own context (not its padding), positions from its true length
+            rows = torch.tensor([g for g, _, _ in batch], dtype=torch.long, device=self.device)
+            cache = self._cache_for(prefill, rows, len(batch))
+            lengths = torch.tensor([len(pack[g][0]) for g, _, _ in batch], dtype=torch.long, device=self.device)
+            context_mask = torch.arange(prefill[1], device=self.device)[None, :] < lengths[:, None]
+            kwargs["attention_mask"] = torch.cat(
+                [context_mask, torch.ones(len(batch), width, dtype=torch.bool, device=self.device)], dim=1).long()
+            kwargs["position_ids"] = lengths[:, None] + torch.arange(width, device=self.device)[None, :]
+        hidden = self._decoder(input_ids=ids, past_key_values=cache, use_cache=True,
+                               **kwargs).last_hidden_state  # [rows, width, hidden]
+        self._reduce(batch, [torch.cat([last[g: g + 1], hidden[b, : len(cont) - 1]])
+                             for b, (g, _, cont) in enumerate(batch)], results)
+
+    def _reduce(self, members, hidden_rows: list[torch.Tensor], results) -> None:
+        """``results[index] = (sum of log p(token), every token greedy)`` for ``members`` ``[(group, index, tokens)]``
+        from their scored hidden rows (``[len(tokens), hidden]`` each), through the head in ``head_rows`` chunks."""
+        scored = torch.cat(hidden_rows)
+        targets = torch.tensor([t for _, _, cont in members for t in cont], dtype=torch.long, device=self.device)
         logprobs, greedy = [], []
         for start in range(0, scored.shape[0], self.head_rows):
             logits = self._head(scored[start: start + self.head_rows])
@@ -298,7 +339,7 @@ class FastHFLM(HFLM):
             greedy.append(lsm.argmax(dim=-1) == target)
         logprob, hit = torch.cat(logprobs), torch.cat(greedy)
         start = 0
-        for index, cont in batch:
+        for _, index, cont in members:
             end = start + len(cont)
             results[index] = (float(logprob[start:end].sum()), bool(hit[start:end].all()))
             start = end
