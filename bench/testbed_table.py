@@ -42,7 +42,6 @@ TOTAL_JOBS = 5 * (2 + 4 * 3)
 COLUMNS = ["model", "w_bits", "group_size", "symmetric", "variant", "n_sets", "perplexity_mean", "perplexity_sd",
            "kl_mean", "compress_s_mean", "rtn_perplexity", "gptq_minus_rtn", "base_grid", "grid_warning"]
 
-MACHINE = "2026-12-03, this project's 2-core Intel Xeon VM"
 COMMAND = "nohup scripts/run_testbed.sh > multirun/testbed/run.log 2>&1 &"
 
 
@@ -102,7 +101,27 @@ def collect(root: Path) -> tuple[dict[tuple, dict[str, Any]], int]:
         group = groups.setdefault(key, {"seeds": {}, "storage": record.get("weights_storage"), "method": method})
         group["seeds"][seed] = (float(ppl), metrics.get("compression/kl_from_dense"),
                                 (record.get("timings") or {}).get("compress"))
+        hardware = ((record.get("runtime") or {}).get("hardware") or {}).get("id") or "hardware not recorded"
+        MEASURED.setdefault(hardware, set()).add(_day(marker.parent))
     return groups, len(seen)
+
+
+#: hardware label -> days (UTC) its jobs finished on, filled by :func:`collect` for the README's "Measured" line.
+MEASURED: dict[str, set[str]] = {}
+
+
+def _day(folder: Path) -> str:
+    import datetime
+
+    path = folder / "results.json" if (folder / "results.json").is_file() else folder / "skipped.json"
+    return datetime.datetime.fromtimestamp(path.stat().st_mtime, datetime.timezone.utc).strftime("%Y-%m-%d")
+
+
+def measured() -> str:
+    """``"2026-12-04 on cpu AMD EPYC [AVX512, mkl] x2 threads"`` (several: joined with ``; ``): where and when."""
+    if not MEASURED:
+        return "no job finished yet"
+    return "; ".join(f"{', '.join(sorted(days))} on `{hw}`" for hw, days in sorted(MEASURED.items()))
 
 
 def _mean(values: list) -> float | None:
@@ -190,7 +209,9 @@ def write(table: list[dict[str, Any]], jobs_ok: int, out: Path, total: int = TOT
         "RTN (data-free) vs GPTQ (`static_groups` true = llmcompressor's GPTQModifier, false = the published",
         "algorithm, methods/gptq_faithful.py; symmetric and asymmetric) on the default calibration (32 x 256",
         "tokens of offline_wikipedia, seeds 0-2), held-out perplexity (8 x 512 tokens) and KL from the dense",
-        f"model. Measured {MACHINE}; figures from [testbed.csv](testbed.csv).", "",
+        f"model. Measured {measured()} (this project's 2-core dev VM; GPTQ's numbers depend on the CPU's",
+        "kernels: the same 4-bit g64 symmetric faithful job gave 27.958 on 2026-12-03's Intel Xeon VM and",
+        "27.626 on 2026-12-04's AMD EPYC VM, same calibration set); figures from [testbed.csv](testbed.csv).", "",
         "    " + COMMAND + "   # runs or resumes the grid (multirun/testbed/<point>/)",
         "    python bench/testbed_table.py                             # this folder", "",
         f"Status: {jobs_ok} of {total} jobs finished. Resume: the same command (finished jobs are skipped by config key).", "",
