@@ -166,3 +166,23 @@ def test_adaptive_rounds_are_slurm_job_arrays(tiny_model_dir, tiny_corpus, tmp_p
     assert len(records) == 6 and all(r["status"] == "ok" for r in records)
     assert summary["adaptive"]["rounds"] == 3
     assert len({r["slurm"]["array_job_id"] for r in records}) == 3  # one job array per round
+
+
+def test_replication_adaptive_is_replication_cpus_grid_under_the_adaptive_sweeper():
+    """experiment=replication_adaptive: the same jobs as replication_cpu (same config, so its finished jobs are
+    skipped by config key), its seed range dropped, the documented targets."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    cell = ["method=sparsegpt", "dataset=offline_news", "seed=4"]
+    with initialize_config_module(config_module="calib_sweep.conf", version_base="1.3"):
+        adaptive = compose(config_name="config", overrides=["experiment=replication_adaptive", *cell],
+                           return_hydra_config=True)
+        fixed = compose(config_name="config", overrides=["experiment=replication_cpu", *cell])
+    sweeper = adaptive.hydra.sweeper
+    assert sweeper._target_ == "hydra_plugins.calib_adaptive.AdaptiveSweeper"
+    assert OmegaConf.to_container(sweeper.targets) == {"perplexity": 0.01, "mean_acc": 0.01}
+    assert (sweeper.min_sets, sweeper.max_sets) == (3, 10) and sweeper.params.seed is None
+    assert sweeper.params.method == "gptq,sparsegpt,wanda,rtn,magnitude"
+    del adaptive.hydra
+    assert OmegaConf.to_container(adaptive, resolve=True) == OmegaConf.to_container(fixed, resolve=True)

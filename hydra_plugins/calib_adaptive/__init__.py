@@ -14,7 +14,8 @@ Hydra side, here because Hydra discovers sweepers only in the ``hydra_plugins`` 
 
 Settings (``hydra.sweeper.*``): ``targets`` (default ``{perplexity: 0.01}``), ``min_sets`` (3),
 ``max_sets`` (10), ``max_jobs`` (null: jobs this command may run; skipped jobs are free), ``max_hours``
-(null: wall clock of this command; checked before each round), ``params`` (as the basic sweeper's).
+(null: wall clock of this command; checked before each round), ``params`` (as the basic sweeper's; a
+param set to null is dropped).
 Bad settings print one line ``calib_sweep: error: ... Fix: ...`` and exit 2 before any job starts.
 """
 
@@ -49,7 +50,7 @@ class AdaptiveSweeperConf:
     names a bad one in one line)."""
 
     _target_: str = "hydra_plugins.calib_adaptive.AdaptiveSweeper"
-    params: Optional[Dict[str, str]] = None
+    params: Optional[Dict[str, Any]] = None
     targets: Any = None  # Any: OmegaConf cannot merge a dict into a None Optional[Dict]
     min_sets: Any = 3
     max_sets: Any = 10
@@ -109,7 +110,9 @@ class AdaptiveSweeper(Sweeper):
     def __init__(self, params: Optional[Dict[str, str]] = None, targets: Optional[Dict[str, Any]] = None,
                  min_sets: Any = 3, max_sets: Any = 10, max_jobs: Any = None, max_hours: Any = None) -> None:
         super().__init__()
-        self.params = dict(params or {})
+        # A param set to null is dropped: an experiment can take another's grid without its seed range
+        # (experiment=replication_adaptive: hydra.sweeper.params.seed: null).
+        self.params = {k: v for k, v in dict(params or {}).items() if v is not None}
         self.targets = None if targets is None else OmegaConf.to_container(targets) if isinstance(targets, DictConfig) else dict(targets)
         self.min_sets, self.max_sets, self.max_jobs, self.max_hours = min_sets, max_sets, max_jobs, max_hours
         self.hydra_context: Optional[HydraContext] = None
