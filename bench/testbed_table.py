@@ -82,6 +82,7 @@ def collect(root: Path) -> tuple[dict[tuple, dict[str, Any]], int]:
     """
     groups: dict[tuple, dict[str, Any]] = {}
     seen: set[tuple] = set()
+    MEASURED.clear()
     for marker in sorted([*root.glob("**/results.json"), *root.glob("**/skipped.json")]):
         record = _results_of(marker.parent)
         if not record or record.get("status") != "ok":

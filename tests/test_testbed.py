@@ -82,7 +82,11 @@ def test_table_from_synthetic_results(tmp_path):
     assert float(faithful["compress_s_mean"]) == 120.0
     assert "Q4_1 (4-bit g32 asymmetric) 100%" in faithful["base_grid"] and faithful["grid_warning"]
     readme = (out / "README.md").read_text()
-    assert "5 of 70 jobs finished" in readme and "2-core Intel Xeon VM" in readme
+    assert "5 of 70 jobs finished" in readme
+    import datetime
+
+    today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    assert f"Measured {today} on `hardware not recorded`" in readme  # the fake records have no runtime.hardware
     assert "No setting yet where the best faithful GPTQ beats the best RTN" in readme
 
 
