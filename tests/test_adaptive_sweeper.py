@@ -94,6 +94,20 @@ def test_strict_target_budget_stops_midway_and_rerun_continues_to_max_sets(tiny_
     assert "6 jobs in 3 rounds (1 ran, 5 done before)" in proc.stderr and ": max_sets" in proc.stderr
 
 
+def test_failed_jobs_stop_their_cell(tiny_model_dir, tiny_corpus, tmp_path):
+    """A cell whose jobs fail gets no more seeds (stop ``failed``); every job refused by a config check: exit 2."""
+    sweep = tmp_path / "multirun" / "failing"
+    proc = run_cli([*base(tiny_model_dir, tiny_corpus), "method=rtn", "threads=0", "hydra.sweeper.min_sets=2",
+                    f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    summary = adaptive_summary(sweep)
+    (cell,) = summary["adaptive"]["cells"]
+    assert cell["stop"] == "failed" and cell["seeds"] == [0, 1] and cell["sets"] == 0 and cell["failed"] == 2
+    assert cell["half_widths"] == {"perplexity": None} and summary["adaptive"]["rounds"] == 1
+    assert summary["counts"]["failed"] == 2 and summary["refused"] == 2
+    assert "(one cell): 0 sets (2 failed), perplexity n/a: failed" in proc.stderr
+
+
 @pytest.mark.parametrize("extra, expected", [
     (["seed=0,1"], "seed=0,1: the calib_adaptive sweeper owns the seed"),
     (["hydra.sweeper.min_sets=1"], "hydra.sweeper.min_sets=1: a CI half-width needs at least 2"),
