@@ -63,7 +63,7 @@ def _compare(fast: FastHFLM, reference, requests) -> None:
     assert all(a[0] < 0 for a in ours)
 
 
-def test_fast_scorer_equals_hflm_on_tiny_llama(tiny):
+def test_fast_scorer_equals_hflm_on_tiny_llama(tiny, tiny_model_dir):
     from lm_eval.models.huggingface import HFLM
 
     model, tokenizer = tiny
@@ -75,6 +75,11 @@ def test_fast_scorer_equals_hflm_on_tiny_llama(tiny):
     # the default budget: every short context in one padded batch, continuations of several contexts together
     _compare(FastHFLM(pretrained=model, tokenizer=tokenizer, batch_size=4, max_length=64), reference, requests)
     assert fast.truncated_requests == 2  # the two 80-token contexts
+    # eager attention: the packed rows' mask is additive there
+    from transformers import AutoModelForCausalLM
+
+    eager = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="eager").eval()
+    _compare(FastHFLM(pretrained=eager, tokenizer=tokenizer, batch_size=4, max_length=64), reference, requests)
     # a greedy continuation is recognised: the model's own argmax tokens after a context
     context = requests[0][1]
     ids = torch.tensor([context])

@@ -102,7 +102,7 @@ class FastHFLM(HFLM):
         ConfigError: ``token_budget`` or ``head_rows`` out of range.
     """
 
-    def __init__(self, *args, token_budget: int = 2048, head_rows: int = 256, **kwargs):
+    def __init__(self, *args, token_budget: int = 2048, head_rows: int = 256, pack_tokens: int = 384, **kwargs):
         if isinstance(token_budget, bool) or not isinstance(token_budget, int) or token_budget < 2:
             raise ConfigError(f"FastHFLM token_budget={token_budget!r} must be an integer >= 2. Fix: e.g. 2048.")
         if isinstance(head_rows, bool) or not isinstance(head_rows, int) or head_rows < 1:
@@ -110,6 +110,7 @@ class FastHFLM(HFLM):
         super().__init__(*args, **kwargs)
         self.token_budget = token_budget
         self.head_rows = head_rows
+        self.pack_tokens = pack_tokens
         self.truncated_requests = 0
         self.fallback_reason: str | None = None
         self._checked = False
@@ -234,8 +235,11 @@ class FastHFLM(HFLM):
             prefix = len(context)
             longest = max(len(cont) for _, cont in members)
             alone = prefix > self.token_budget or (window is not None and len(context) + longest >= window - 1)
-            if pack and (alone or width * (len(pack) + 1) > self.token_budget
-                         or not _takes(len(pack) + 1, width, real + prefix)):
+            if window is not None and self._packed_ok():  # one packed row must stay inside the window
+                alone = alone or real + prefix + sum(len(c) for _, c in members) >= window - 1
+            packed = self._packed_ok()
+            if pack and (alone or (real + prefix > min(self.pack_tokens, self.token_budget) if packed else (
+                    width * (len(pack) + 1) > self.token_budget or not _takes(len(pack) + 1, width, real + prefix)))):
                 yield pack
                 pack, width, real = [], 0, 0
             pack.append((context, members))
@@ -280,10 +284,80 @@ class FastHFLM(HFLM):
                 layer.cumulative_length = seen  # a sliding layer keeps only its window but has seen them all
         return cache
 
+    def _packed_ok(self) -> bool:
+        """Whether the decoder takes a custom 4D mask this scorer can build (SDPA: boolean, eager: additive)."""
+        return getattr(self._decoder.config, "_attn_implementation", None) in ("sdpa", "eager")
+
+    def _mask4d(self, allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """``[1, 1, q, kv]`` attention mask from boolean ``allowed [q, kv]`` in the decoder's format."""
+        if self._decoder.config._attn_implementation == "sdpa":
+            return allowed[None, None]
+        return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+            ~allowed, torch.finfo(dtype).min)[None, None]
+
+    def _score_packed(self, pack, results) -> None:
+        """The pack's contexts as ONE row (no padding): a block-diagonal causal mask, positions restarting
+        per context; then all longer continuations as one row per chunk of ``pack_tokens`` tokens, each
+        token seeing its own context's block of the cache and its own continuation's earlier tokens."""
+        contexts = [list(c) for c, _ in pack]
+        dtype = self._decoder.get_input_embeddings().weight.dtype
+        if self.mixed_precision_dtype is not None:
+            dtype = self.mixed_precision_dtype
+        seg = torch.cat([torch.full((len(c),), g, device=self.device) for g, c in enumerate(contexts)])
+        pos = torch.cat([torch.arange(len(c), device=self.device) for c in contexts])
+        ids = torch.tensor([t for c in contexts for t in c], dtype=torch.long, device=self.device)[None]
+        allowed = (seg[:, None] == seg[None, :]) & (pos[None, :] <= pos[:, None])
+        kwargs = {"attention_mask": self._mask4d(allowed, dtype), "position_ids": pos[None]} if len(pack) > 1 else {}
+        out = self._decoder(input_ids=ids, use_cache=True, **kwargs)
+        ends = torch.cumsum(torch.tensor([len(c) for c in contexts], device=self.device), 0) - 1
+        last = out.last_hidden_state[0, ends]  # [groups, hidden]
+        layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        members = [(g, index, cont) for g, (_, group) in enumerate(pack) for index, cont in group]
+        single = [m for m in members if len(m[2]) == 1]
+        if single:
+            self._reduce(single, [last[g: g + 1] for g, _, _ in single], results)
+        longer = [m for m in members if len(m[2]) > 1]
+        chunk: list = []
+        size = 0
+        for member in longer + [None]:
+            if chunk and (member is None or size + len(member[2]) - 1 > self.pack_tokens):
+                self._score_packed_chunk(contexts, seg, layers, last, chunk, dtype, results)
+                chunk, size = [], 0
+            if member is not None:
+                chunk.append(member)
+                size += len(member[2]) - 1
+
+    def _score_packed_chunk(self, contexts, seg, layers, last, chunk, dtype, results) -> None:
+        """One packed continuation row (see :meth:`_score_packed`) on a fresh copy of the pack's cache."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self._decoder.config)
+        for layer, (keys, values) in zip(cache.layers, layers):
+            layer.update(keys, values)
+        q_group = torch.cat([torch.full((len(c) - 1,), g, device=self.device) for g, _, c in chunk])
+        q_member = torch.cat([torch.full((len(c) - 1,), m, device=self.device) for m, (_, _, c) in enumerate(chunk)])
+        q_off = torch.cat([torch.arange(len(c) - 1, device=self.device) for _, _, c in chunk])
+        allowed = torch.cat([seg[None, :] == q_group[:, None],
+                             (q_member[None, :] == q_member[:, None]) & (q_off[None, :] <= q_off[:, None])], dim=1)
+        lengths = torch.tensor([len(c) for c in contexts], device=self.device)
+        ids = torch.tensor([t for _, _, c in chunk for t in c[:-1]], dtype=torch.long, device=self.device)[None]
+        hidden = self._decoder(input_ids=ids, past_key_values=cache, use_cache=True,
+                               attention_mask=self._mask4d(allowed, dtype),
+                               position_ids=(lengths[q_group] + q_off)[None]).last_hidden_state[0]
+        rows, start = [], 0
+        for g, _, cont in chunk:
+            rows.append(torch.cat([last[g: g + 1], hidden[start: start + len(cont) - 1]]))
+            start += len(cont) - 1
+        self._reduce(chunk, rows, results)
+
     def _score_pack(self, pack, results) -> None:
         """Score every continuation of the groups ``pack`` (``[(context, [(request index, tokens)])]``) into
         ``results``: one-token continuations from the contexts' last hidden states alone, longer ones in
         batches of at most ``token_budget`` (context width + padded continuation) tokens per row, summed."""
+        if self._packed_ok() and (len(pack) > 1 or len(pack[0][0]) <= self.token_budget):
+            window = self._sliding_window()
+            if window is None or len(pack[0][0]) + sum(len(c) for _, c in pack[0][1]) < window - 1 or len(pack) > 1:
+                return self._score_packed(pack, results)
         prefill, last = self._prefill([context for context, _ in pack])
         width = prefill[1]
         members = [(g, index, cont) for g, (_, group) in enumerate(pack) for index, cont in group]
