@@ -78,6 +78,15 @@ def test_strict_target_budget_stops_midway_and_rerun_continues_to_max_sets(tiny_
     assert summary["adaptive"]["jobs_ran"] == 5 and summary["adaptive"]["rounds"] == 2
     assert summary["counts"] == {"ok": 5, "failed": 0, "skipped": 0, "not_started": 0}
     assert "method=gptq: 3 sets" in proc.stderr and ": budget" in proc.stderr
+    # The report lists every cell with its stop reason and marks the one the budget cut (issue 30 item 3).
+    from calib_sweep.report import write_report
+
+    md = (write_report([first], tmp_path / "report", wandb=False).markdown).read_text()
+    assert "Adaptive sweeps: calibration sets per cell and why each stopped" in md
+    (gptq_row,) = [line for line in md.splitlines() if line.startswith("| first | method=gptq")]
+    assert "| 3 |" in gptq_row and "**budget: below target**" in gptq_row and "(target ±1e-07%)" in gptq_row
+    (rtn_row,) = [line for line in md.splitlines() if line.startswith("| first | method=rtn")]
+    assert "perplexity ±0% (target ±1e-07%)" in rtn_row and rtn_row.rstrip(" |").endswith("target reached")
     # The same command again, without the budget: the 5 finished jobs are skipped (resume by config key) and
     # count; only seed 3 of GPTQ runs, and the strict target ends it at max_sets.
     second = tmp_path / "multirun" / "second"

@@ -38,7 +38,7 @@ REPORT_LAYERS: tuple[tuple[str, ...], ...] = (
     ("aggregate",),
     ("statistics",),
     ("evidence",),
-    ("display", "evidence_tables", "layers", "tables", "figures", "predictors", "variance", "paired"),
+    ("display", "evidence_tables", "layers", "tables", "figures", "predictors", "variance", "paired", "adaptive"),
     ("html", "wandb_upload"),
     ("__init__", "__main__"),
 )

@@ -100,7 +100,7 @@ def write_report(paths: Iterable[str | Path], out: str | Path, *, wandb: bool = 
     from calib_sweep.report.predictors import write_csv as write_predictor_csv
     from calib_sweep.report.html import render_html
     from calib_sweep.report.tables import build_tables, markdown, write_csvs
-    from calib_sweep.report import paired, variance
+    from calib_sweep.report import adaptive, paired, variance
 
     from calib_sweep.report.evidence import check_family, parse_equivalence
 
@@ -117,7 +117,7 @@ def write_report(paths: Iterable[str | Path], out: str | Path, *, wandb: bool = 
     summary = summarize(jobs, test, family, equivalence)
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    tables = build_tables(summary) + [t for t in [variance.table(summary.variance)] if t is not None]
+    tables = build_tables(summary) + [t for t in [variance.table(summary.variance), adaptive.table(paths)] if t is not None]
     tables += paired.tables(summary.paired)
     figures = all_figures(summary) + predictor_figures(summary.predictors)
     figures += [f for f in [variance.figure(summary.variance)] if f is not None]

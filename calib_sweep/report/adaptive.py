@@ -1,0 +1,58 @@
+"""The report's table of adaptive sweeps (``hydra/sweeper=calib_adaptive``, issue 30 item 3).
+
+An adaptive sweep's folder holds ``adaptive.json`` (:func:`calib_sweep.adaptive.read_state`): per cell
+(grid point without its seed) the calibration sets run, the 95% Student-t CI half-width reached per
+target and why it stopped (``target reached``, ``max_sets``, ``budget``, ``failed``).  The report shows
+one row per cell and marks the cells that stopped on ``budget``: their precision is below the target
+the sweep was asked for, so their intervals are wider than planned.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+BUDGET = "budget"
+
+
+def states(paths: Iterable[str | Path]) -> list[tuple[Path, dict]]:
+    """``(sweep folder, adaptive.json record)`` for every adaptive sweep at or below ``paths`` (sorted)."""
+    from calib_sweep.adaptive import STATE_FILE, read_state
+
+    found: dict[Path, dict] = {}
+    for path in map(Path, paths):
+        if not path.is_dir():
+            continue
+        for marker in sorted({*path.glob(STATE_FILE), *path.rglob(STATE_FILE)}):
+            record = read_state(marker.parent)
+            if record is not None and isinstance(record.get("cells"), list):
+                found[marker.parent.resolve()] = record
+    return sorted(found.items())
+
+
+def table(paths: Iterable[str | Path]):
+    """The report table (:class:`calib_sweep.report.display.Table`), or ``None`` when no sweep is adaptive."""
+    from calib_sweep.report.display import Table
+
+    rows = []
+    for folder, record in states(paths):
+        targets = record.get("targets") or {}
+        for cell in record["cells"]:
+            widths = []
+            for name, target in targets.items():
+                hw = (cell.get("half_widths") or {}).get(name)
+                goal = target.get("half_width")
+                shown = "n/a" if hw is None else (f"±{100 * hw:.3g}%" if target.get("relative") else f"±{hw:.3g}")
+                aim = f"±{100 * goal:.3g}%" if target.get("relative") else f"±{goal:.3g}"
+                widths.append(f"{name} {shown} (target {aim})")
+            stop = str(cell.get("stop"))
+            rows.append([folder.name, cell.get("cell") or "(one cell)", str(cell.get("sets")), "; ".join(widths),
+                         f"**{stop}: below target**" if stop == BUDGET else stop])
+    if not rows:
+        return None
+    return Table("Adaptive sweeps: calibration sets per cell and why each stopped",
+                 ["sweep", "cell", "sets", "95% CI half-width reached", "stopped on"], rows,
+                 note="hydra/sweeper=calib_adaptive added calibration sets (seeds) to each cell until its Student-t 95% "
+                      "CI half-width met every target (relative for perplexity, absolute for accuracy), max_sets, or the "
+                      "budget (max_jobs / max_hours). Cells marked 'budget' stopped before reaching their target. It "
+                      "stops on precision, never on a p-value.", anchor="adaptive")
