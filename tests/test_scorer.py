@@ -75,6 +75,10 @@ def test_fast_scorer_equals_hflm_on_tiny_llama(tiny, tiny_model_dir):
     # the default budget: every short context in one padded batch, continuations of several contexts together
     _compare(FastHFLM(pretrained=model, tokenizer=tokenizer, batch_size=4, max_length=64), reference, requests)
     assert fast.truncated_requests == 2  # the two 80-token contexts
+    # the padded path (attention implementations without custom 4D masks): right-padded batches
+    padded = FastHFLM(pretrained=model, tokenizer=tokenizer, batch_size=4, max_length=64, token_budget=48)
+    padded._packed_ok = lambda: False
+    _compare(padded, reference, requests)
     # eager attention: the packed rows' mask is additive there
     from transformers import AutoModelForCausalLM
 
