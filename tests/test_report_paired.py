@@ -7,12 +7,14 @@ from __future__ import annotations
 import csv
 import time
 
+import math
+
 import numpy as np
 import pytest
 
 from calib_sweep.evaluation.items import ItemRecords, save_item_records
 from calib_sweep.report import write_report
-from calib_sweep.report.paired import (MEAN_TASK, REPLICATES, bootstrap_difference, item_noise, percentile_summary,
+from calib_sweep.report.paired import (MEAN_TASK, REPLICATES, bootstrap_difference, expanded, item_noise, percentile_summary,
                                        shared_matrix)
 from test_report import _config, write_job
 
@@ -228,7 +230,7 @@ def test_report_writes_item_noise_and_paired_comparisons(tmp_path):
     expected = bootstrap_difference(a, b)
     for task in ("boolq", "rte", MEAN_TASK):
         r = rows[("gptq", task)]
-        low, high, p = percentile_summary(expected[task][1])
+        low, high, p = percentile_summary(expanded(expected[task][0], expected[task][1], 3))  # 3 sets a side
         assert float(r["effect_points"]) == pytest.approx(expected[task][0])
         assert (float(r["ci_low_points"]), float(r["ci_high_points"]), float(r["p"])) == pytest.approx((low, high, p))
     assert float(rows[("gptq", "boolq")]["effect_points"]) == pytest.approx(100 * (a["boolq"].mean() - b["boolq"].mean()))
@@ -262,7 +264,8 @@ def test_strategy_pairs_and_items_shared_by_both_groups(tmp_path):
     assert (row.a, row.b) == ("name=perplexity, pool_factor=4", "name=random, pool_factor=1")
     assert row.n_items == 5 and row.effect == pytest.approx(20.0)  # one more of 5 shared items right
     # sets identical within each group: only the item draw varies; item 1 is missed by (4/5)^5 = 33% of draws
-    assert row.na is None and row.ci_low == 0.0 and row.ci_high == pytest.approx(60.0)
+    # the report's interval is that draw expanded for few sets (paired.expanded), about the effect
+    assert row.na is None and row.ci_low < 0.0 < row.effect < row.ci_high and row.ci_high > 60.0
     assert 0.55 < row.p < 0.8
 
 
@@ -319,3 +322,14 @@ def test_wandb_gets_the_item_noise_and_paired_tables(tmp_path, monkeypatch):
     assert (row["a"], row["b"], row["task"], row["n_items"], row["replicates"]) == ("c4", "wikitext", "boolq", 20, 2000)
     noise = logged["report/item_noise"]
     assert len(noise.data) == 2 and "item_se" in noise.columns
+
+
+def test_expanded_interval_widens_by_the_small_n_factor():
+    """Hesterberg's expansion: deviations about the effect scaled by sqrt(n/(n-1)) t_{n-1,0.975} / z_0.975."""
+    from scipy.stats import norm, t
+
+    diffs = np.random.default_rng(3).normal(1.0, 2.0, 4000)
+    for n, factor in ((3, math.sqrt(1.5) * t.ppf(0.975, 2) / norm.ppf(0.975)), (10, math.sqrt(10 / 9) * t.ppf(0.975, 9) / norm.ppf(0.975))):
+        out = expanded(0.5, diffs, n)
+        assert np.mean(out) == pytest.approx(0.5) and np.std(out) == pytest.approx(factor * np.std(diffs))
+    assert 2.6 < math.sqrt(1.5) * t.ppf(0.975, 2) / norm.ppf(0.975) < 2.7  # n = 3: 2.69x as wide

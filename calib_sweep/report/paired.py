@@ -18,7 +18,9 @@ items shared by every job of both groups, with a two-way bootstrap (Davison & Hi
 and their Application*, sec. 3.8, resampling both random factors of a crossed design): each of
 :data:`REPLICATES` replicates draws the calibration sets (jobs) of each group with replacement, and the shared
 items with replacement, **the same item draw for both groups** (the pairing: an item that is hard for both
-cancels out of the difference).  The interval is the 95% percentile interval of the replicate differences; ``p``
+cancels out of the difference).  The interval is the 95% percentile interval of the replicate differences,
+expanded for the few sets a study runs (:func:`expanded`: spread about the effect by
+``sqrt(n/(n-1)) t_{n-1}/z``; the plain interval undercovers at n = 3-5); ``p``
 is the two-sided bootstrap p ``2 min(P(d <= 0), P(d >= 0))``, floored at ``1 / REPLICATES`` and capped at 1.
 A group with fewer than :data:`MIN_SETS` sets gets ``n/a (n=2 < 3)`` instead of an interval and p, and so does a
 strategy whose calibration sets are random's own (``n/a (not independent: ...)``, as in the strategy table).
@@ -209,6 +211,22 @@ def bootstrap_difference(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray
     return out
 
 
+def expanded(effect: float, diffs: np.ndarray, n_sets: int, level: float = LEVEL) -> np.ndarray:
+    """Replicate differences spread about ``effect`` by ``sqrt(n/(n-1)) * t_{n-1} / z`` (the expanded
+    percentile bootstrap, Hesterberg 2015, *The American Statistician* 69(4), sec. 3), ``n`` the smaller
+    group's number of calibration sets.
+
+    Resampling n sets underestimates their variance by (n-1)/n and ignores the t quantile; at n = 3 with a
+    set SD of about 5 points the plain percentile interval covers 86%, at n = 5 91% (``bench/ci_coverage.py``).
+    Expanded, it covers at least 0.93 at n = 3, 5, 10 (conservative where items dominate the noise).
+    """
+    from scipy.stats import norm, t
+
+    n = max(int(n_sets), 2)
+    factor = math.sqrt(n / (n - 1)) * float(t.ppf(0.5 + level / 2, n - 1)) / float(norm.ppf(0.5 + level / 2))
+    return effect + (diffs - float(np.mean(diffs))) * factor
+
+
 def percentile_summary(diffs: np.ndarray, level: float = LEVEL) -> tuple[float, float, float]:
     """``(ci_low, ci_high, p)`` of replicate differences: percentile interval and two-sided bootstrap p."""
     tail = 100 * (1 - level) / 2
@@ -331,7 +349,7 @@ def _paired_rows(table: str, head: tuple, a: str, b: str, ra: list, rb: list, re
     for task, (effect, diffs) in bootstrap_difference(ca, cb).items():
         if task == MEAN_TASK and len(ca) < 2:
             continue
-        low, high, p = (None, None, None) if na else percentile_summary(diffs)
+        low, high, p = (None, None, None) if na else percentile_summary(expanded(effect, diffs, small))
         rows.append(PairedRow(table, model, method, n, seq, variant, a, b, task, len(ra), len(rb), n_items[task],
                               effect, low, high, p, REPLICATES, na))
     return rows
