@@ -13,7 +13,7 @@ indented line with requests/s of each.
 
     python bench/zeroshot_speed.py [--models smollm2_135m gemma3_270m] [--tasks arc_easy boolq ...] [--limit 40]
 
-Measured 2026-12-04 on a 2-core Intel Xeon VM (torch 2.13 CPU, float32, 2 threads; a background
+Measured 2026-12-04 on a 2-core AMD EPYC VM (torch 2.13 CPU, float32, 2 threads; a background
 sweep shared the machine, so absolute rates are noisy, ratios less so), lm-eval 0.4.13, ``--limit 40``,
 HFLM batch size 8, FastHFLM defaults (token budget 2048, packed rows of 384 tokens)::
 
