@@ -64,15 +64,19 @@ def test_auto_batch_size_records_the_size_lm_eval_used(tiny, tmp_path):
     assert fixed["zeroshot/arc_easy"]["batch_size"] == 4 and fixed["zeroshot/arc_easy"]["batch_size_configured"] == 4
     assert "batch_sizes_detected" not in fixed["zeroshot/arc_easy"]
 
-    # auto: lm-eval starts at max_batch_size and halves on out-of-memory; on this CPU the first size fits.
+    # auto: lm-eval's HFLM starts at max_batch_size and halves on out-of-memory; on this CPU the first size
+    # fits. (The default fast scorer batches by a token budget instead, recorded as scorer_token_budget.)
     cfg = _eval_cfg(batch_size="auto", local_files=local)
     cfg.zeroshot.max_batch_size = 16
+    cfg.zeroshot.scorer = "hflm"
     metrics, details = zero_shot(model, tokenizer, cfg.zeroshot)
     entry = details["zeroshot/arc_easy"]
     assert entry["batch_size"] == 16 and isinstance(entry["batch_size"], int)
     assert entry["batch_size_configured"] == "auto" and entry["batch_sizes_detected"] == [16]
     assert details["zeroshot"]["batch_size"] == 16 and details["zeroshot"]["batch_size_configured"] == "auto"
     assert metrics["zeroshot/arc_easy/acc"] == pytest.approx(fixed_metrics["zeroshot/arc_easy/acc"])
+    assert details["zeroshot"]["scorer"] == "hflm" and fixed["zeroshot"]["scorer"] == "fast"
+    assert fixed["zeroshot"]["scorer_token_budget"] > 0
 
 
 # ------------------------------------------------------------------------------------------------
