@@ -134,7 +134,9 @@ def config_key(resolved: dict[str, Any], dtype: str | None = None) -> str:
     The default ``selection`` (random) is left out, so jobs keep the keys they had before that group;
     so is ``eval.layer_diagnostics: false`` (a job without diagnostics has the key it had before the
     switch existed; the diagnostics only add a record, they never change a metric), and
-    ``dataset.format: text`` / ``dataset.chat_template: null`` (the defaults: keys as before those fields).
+    ``dataset.format: text`` / ``dataset.chat_template: null`` (the defaults: keys as before those fields),
+    and ``eval.zeroshot.scorer`` (``fast`` and ``hflm`` give the same loglikelihoods within 1e-4 nats and the
+    same accuracy, tests/test_scorer.py; ``results.json`` records which one ran).
     GPTQ's ``method.static_groups: true`` on the llmcompressor backend is left out too: it is what every GPTQ
     config before the option ran, so those jobs keep their keys; ``false`` (the default) is another algorithm
     and another key.
@@ -145,6 +147,10 @@ def config_key(resolved: dict[str, Any], dtype: str | None = None) -> str:
     evaluation = payload.get("eval")
     if isinstance(evaluation, dict) and evaluation.get("layer_diagnostics") is False:
         payload["eval"] = {k: v for k, v in evaluation.items() if k != "layer_diagnostics"}
+    evaluation = payload.get("eval")
+    if isinstance(evaluation, dict) and isinstance(evaluation.get("zeroshot"), dict) and "scorer" in evaluation["zeroshot"]:
+        # fast and hflm score the same requests to the same loglikelihoods (1e-4 nats) and accuracy: one job
+        payload["eval"] = {**evaluation, "zeroshot": {k: v for k, v in evaluation["zeroshot"].items() if k != "scorer"}}
     dataset = payload.get("dataset")
     if isinstance(dataset, dict):  # plain text and no template override: keys as before dataset.format existed
         payload["dataset"] = {k: v for k, v in dataset.items() if (k, v) not in (("format", "text"), ("chat_template", None))}
