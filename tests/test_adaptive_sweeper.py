@@ -125,6 +125,8 @@ def test_failed_jobs_stop_their_cell(tiny_model_dir, tiny_corpus, tmp_path):
     (["hydra.sweeper.targets={ppl:0.01}"], "hydra.sweeper.targets: unknown metric 'ppl'"),
     (["hydra.sweeper.targets={mean_acc:0.01}"], "hydra.sweeper.targets.mean_acc: the jobs of cell 'method=rtn' run no zero-shot task"),
     (["hydra.sweeper.targets={perplexity/wikitext2:0.01}"], "measure perplexity on ['local_jsonl'], not 'wikitext2'"),
+    (["hydra.sweeper.targets=5"], "hydra.sweeper.targets=5 must map metrics to CI half-widths"),
+    (["hydra.sweeper.targets=[perplexity]"], "hydra.sweeper.targets=['perplexity'] must map metrics to CI half-widths"),
 ])
 def test_bad_input_one_line_exit_2_before_any_job(tiny_model_dir, tiny_corpus, tmp_path, extra, expected):
     sweep = tmp_path / "multirun" / "bad"
@@ -211,3 +213,21 @@ def test_replication_adaptive_is_replication_cpus_grid_under_the_adaptive_sweepe
     assert sweeper.params.method == "gptq,sparsegpt,wanda,rtn,magnitude"
     del adaptive.hydra
     assert OmegaConf.to_container(adaptive, resolve=True) == OmegaConf.to_container(fixed, resolve=True)
+
+
+def test_report_table_marks_cells_below_target_and_unfinished_ones(tmp_path):
+    from calib_sweep.report.adaptive import table
+
+    record = {"targets": {"perplexity": {"half_width": 0.01, "relative": True}, "mean_acc": {"half_width": 0.01, "relative": False}},
+              "cells": [
+                  {"cell": "method=a", "sets": 10, "half_widths": {"perplexity": 0.02, "mean_acc": 0.005}, "stop": "max_sets"},
+                  {"cell": "method=b", "sets": 4, "half_widths": {"perplexity": 0.005, "mean_acc": 0.004}, "stop": "target reached"},
+                  {"cell": "method=c", "sets": 3, "half_widths": {"perplexity": None, "mean_acc": None}, "stop": None}]}
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "adaptive.json").write_text(json.dumps(record))
+    rows = {r[1]: r for r in table([tmp_path]).rows}
+    assert rows["method=a"][3] == "perplexity ±2% (target ±1%); mean_acc ±0.005 (target ±0.01)"
+    assert rows["method=a"][4] == "**max_sets: below target**" and rows["method=b"][4] == "target reached"
+    assert rows["method=c"][3] == "perplexity n/a (target ±1%); mean_acc n/a (target ±0.01)"
+    assert rows["method=c"][4].startswith("not finished") and "None" not in rows["method=c"][4]
+    assert table([tmp_path / "nothing"]) is None

@@ -3,8 +3,9 @@
 An adaptive sweep's folder holds ``adaptive.json`` (:func:`calib_sweep.adaptive.read_state`): per cell
 (grid point without its seed) the calibration sets run, the 95% Student-t CI half-width reached per
 target and why it stopped (``target reached``, ``max_sets``, ``budget``, ``failed``).  The report shows
-one row per cell and marks the cells that stopped on ``budget``: their precision is below the target
-the sweep was asked for, so their intervals are wider than planned.
+one row per cell and marks the cells that stopped on ``budget`` or ``max_sets``: their precision is below the
+target the sweep was asked for, so their intervals are wider than planned; a cell with no stop reason
+(the sweep was refused after a round, or killed) says so.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-BUDGET = "budget"
+#: Stop reasons whose cells did not reach their target.
+BELOW_TARGET = ("budget", "max_sets")
 
 
 def states(paths: Iterable[str | Path]) -> list[tuple[Path, dict]]:
@@ -45,14 +47,19 @@ def table(paths: Iterable[str | Path]):
                 shown = "n/a" if hw is None else (f"±{100 * hw:.3g}%" if target.get("relative") else f"±{hw:.3g}")
                 aim = f"±{100 * goal:.3g}%" if target.get("relative") else f"±{goal:.3g}"
                 widths.append(f"{name} {shown} (target {aim})")
-            stop = str(cell.get("stop"))
-            rows.append([folder.name, cell.get("cell") or "(one cell)", str(cell.get("sets")), "; ".join(widths),
-                         f"**{stop}: below target**" if stop == BUDGET else stop])
+            stop = cell.get("stop")
+            if stop is None:
+                shown = "not finished (the sweep was refused or stopped mid-round)"
+            elif stop in BELOW_TARGET:
+                shown = f"**{stop}: below target**"
+            else:
+                shown = str(stop)
+            rows.append([folder.name, cell.get("cell") or "(one cell)", str(cell.get("sets")), "; ".join(widths), shown])
     if not rows:
         return None
     return Table("Adaptive sweeps: calibration sets per cell and why each stopped",
                  ["sweep", "cell", "sets", "95% CI half-width reached", "stopped on"], rows,
                  note="hydra/sweeper=calib_adaptive added calibration sets (seeds) to each cell until its Student-t 95% "
                       "CI half-width met every target (relative for perplexity, absolute for accuracy), max_sets, or the "
-                      "budget (max_jobs / max_hours). Cells marked 'budget' stopped before reaching their target. It "
+                      "budget (max_jobs / max_hours). Cells marked 'budget' or 'max_sets' stopped before reaching their target. It "
                       "stops on precision, never on a p-value.", anchor="adaptive")

@@ -501,7 +501,7 @@ def load_jobs_csv(path: str | os.PathLike) -> list[Job]:
 
     path = Path(path)
     if not path.is_file():
-        raise ReportError(f"{path}: no such file. Fix: pass a jobs.csv written by calib-sweep-report (--from-jobs-csv)")
+        raise ReportError(f"{path}: no such file. Fix: pass the jobs.csv an earlier calib-sweep-report wrote, e.g. docs/replication/jobs.csv")
     with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     missing = [c for c in JOBS_CSV_FIELDS if rows and c not in rows[0]]

@@ -36,7 +36,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.plugins.launcher import Launcher
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from calib_sweep import adaptive
 from calib_sweep.errors import ConfigError
@@ -113,7 +113,9 @@ class AdaptiveSweeper(Sweeper):
         # A param set to null is dropped: an experiment can take another's grid without its seed range
         # (experiment=replication_adaptive: hydra.sweeper.params.seed: null).
         self.params = {k: v for k, v in dict(params or {}).items() if v is not None}
-        self.targets = None if targets is None else OmegaConf.to_container(targets) if isinstance(targets, DictConfig) else dict(targets)
+        # kept as given when not a mapping (e.g. targets=5): parse_targets refuses it in one line, exit 2
+        self.targets = (OmegaConf.to_container(targets) if isinstance(targets, (DictConfig, ListConfig))
+                        else dict(targets) if isinstance(targets, dict) else targets)
         self.min_sets, self.max_sets, self.max_jobs, self.max_hours = min_sets, max_sets, max_jobs, max_hours
         self.hydra_context: Optional[HydraContext] = None
         self.config: Optional[DictConfig] = None
