@@ -40,3 +40,5 @@ def test_every_replication_cpu_job_keeps_its_key():
         assert key("method=gptq", "dataset=offline_news", "seed=3", "method.static_groups=true") == KEYS["gptq/offline_news/s3"]
         assert key("method=gptq", "dataset=offline_news", "seed=3") != KEYS["gptq/offline_news/s3"]  # faithful GPTQ
         assert key("method=wanda", "dataset=offline_news", "seed=0", "method.sparsity=0.6") != KEYS["wanda/offline_news/s0"]
+        # the zero-shot scorer (fast, the default, or lm-eval's hflm) gives the same numbers: not part of the key
+        assert key("method=wanda", "dataset=offline_news", "seed=0", "eval.zeroshot.scorer=hflm") == KEYS["wanda/offline_news/s0"]
