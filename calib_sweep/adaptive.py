@@ -172,6 +172,12 @@ def check_produced(targets: Sequence[Target], eval_cfg: Mapping[str, Any], cell:
             if metric not in METRICS:
                 raise ConfigError(f"hydra.sweeper.targets.{name}: zero-shot tasks report {list(METRICS)}, not {metric!r}. "
                                   f"Fix: e.g. zeroshot/{task}/acc")
+            from calib_sweep.evaluation.tasks import task_metrics
+
+            reported = task_metrics(task)
+            if reported is not None and metric not in reported:
+                raise ConfigError(f"hydra.sweeper.targets.{name}: lm-eval's {task} reports {sorted(reported)}, not "
+                                  f"{metric!r}. Fix: target " + " or ".join(f"zeroshot/{task}/{m}" for m in sorted(reported)))
 
 
 def half_width(values: Sequence[float], confidence: float = CONFIDENCE) -> float:

@@ -125,6 +125,10 @@ def test_failed_jobs_stop_their_cell(tiny_model_dir, tiny_corpus, tmp_path):
     (["hydra.sweeper.targets={ppl:0.01}"], "hydra.sweeper.targets: unknown metric 'ppl'"),
     (["hydra.sweeper.targets={mean_acc:0.01}"], "hydra.sweeper.targets.mean_acc: the jobs of cell 'method=rtn' run no zero-shot task"),
     (["hydra.sweeper.targets={perplexity/wikitext2:0.01}"], "measure perplexity on ['local_jsonl'], not 'wikitext2'"),
+    (["hydra.sweeper.targets={zeroshot/arc_easy/perplexity:0.05}", "eval.zeroshot.tasks=[arc_easy]"],
+     "hydra.sweeper.targets.zeroshot/arc_easy/perplexity: lm-eval's arc_easy reports ['acc', 'acc_norm'], not 'perplexity'"),
+    (["hydra.sweeper.targets={zeroshot/boolq/acc_norm:0.05}", "eval.zeroshot.tasks=[boolq]"],
+     "lm-eval's boolq reports ['acc'], not 'acc_norm'. Fix: target zeroshot/boolq/acc"),
     (["hydra.sweeper.targets=5"], "hydra.sweeper.targets=5 must map metrics to CI half-widths"),
     (["hydra.sweeper.targets=[perplexity]"], "hydra.sweeper.targets=['perplexity'] must map metrics to CI half-widths"),
 ])
@@ -231,3 +235,14 @@ def test_report_table_marks_cells_below_target_and_unfinished_ones(tmp_path):
     assert rows["method=c"][3] == "perplexity n/a (target ±1%); mean_acc n/a (target ±0.01)"
     assert rows["method=c"][4].startswith("not finished") and "None" not in rows["method=c"][4]
     assert table([tmp_path / "nothing"]) is None
+
+
+def test_task_metrics_are_read_from_lm_evals_own_yamls():
+    """The pre-flight check's source: each task's metric_list (arc_challenge through its include of arc_easy);
+    a group (MMLU) is unknown, so not checked."""
+    from calib_sweep.evaluation.tasks import task_metrics
+
+    assert task_metrics("arc_easy") == task_metrics("arc_challenge") == {"acc", "acc_norm"}
+    assert task_metrics("boolq") == task_metrics("winogrande") == task_metrics("rte") == {"acc"}
+    assert task_metrics("lambada_openai") == {"acc", "perplexity"}
+    assert task_metrics("mmlu") is None and task_metrics("not_a_task") is None

@@ -168,6 +168,48 @@ def lm_eval_tasks_dir() -> Path:
     return Path(lm_eval.tasks.__file__).resolve().parent
 
 
+def task_metrics(name: str) -> frozenset[str] | None:
+    """The metrics lm-eval reports for a task of :data:`TASKS` (``acc``, ``acc_norm``, ``perplexity``), read from
+    the ``metric_list`` of its leaf task YAMLs (following ``include:``); ``None`` for a group (MMLU: its
+    subjects' metrics are aggregated) or when the YAMLs cannot be read (the caller then does not check).
+
+    Reads files only (the lm-eval package is located, not imported): cheap enough for a pre-flight check.
+    """
+    import importlib.util
+
+    import yaml
+
+    spec = TASKS.get(name)
+    found = importlib.util.find_spec("lm_eval")
+    if spec is None or spec.groups or found is None or not found.submodule_search_locations:
+        return None
+    root = Path(list(found.submodule_search_locations)[0]) / "tasks"
+
+    class _Loader(yaml.SafeLoader):  # lm-eval YAMLs use tags such as !function: read them as plain values
+        pass
+
+    _Loader.add_multi_constructor("", lambda loader, suffix, node: None)
+
+    def metrics_of(path: Path, depth: int = 0) -> set[str] | None:
+        try:
+            config = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader) or {}
+        except (OSError, yaml.YAMLError):
+            return None
+        if "metric_list" in config:
+            return {str(m.get("metric")) for m in config["metric_list"] or [] if isinstance(m, dict)}
+        if config.get("include") and depth < 5:
+            return metrics_of(path.parent / str(config["include"]), depth + 1)
+        return None
+
+    out: set[str] = set()
+    for upstream in spec.upstream.values():
+        metrics = metrics_of(root / upstream)
+        if metrics is None:
+            return None
+        out |= metrics
+    return frozenset(out)
+
+
 def _atomic_folder(target: Path, build: Callable[[Path], None]) -> Path:
     """Build a folder in a temporary sibling and rename it into place (a concurrent builder may win)."""
     if target.is_dir():
