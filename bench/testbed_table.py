@@ -73,8 +73,12 @@ def variant(method: dict[str, Any]) -> str:
     raise ValueError(f"method {method.get('name')!r} is not in the testbed (rtn, gptq)")
 
 
-def collect(root: Path) -> tuple[dict[tuple, dict[str, Any]], int]:
+def collect(root: Path, measured: dict[str, set[str]] | None = None) -> tuple[dict[tuple, dict[str, Any]], int]:
     """Finished testbed jobs by point, deduplicated by (model, w_bits, group_size, symmetric, variant, seed).
+
+    Args:
+        root: the testbed folder.
+        measured: filled, when given, with hardware label -> days (UTC) the counted jobs finished on.
 
     Returns:
         ``({(model, w_bits, group_size, symmetric, variant): {"seeds": {seed: (ppl, kl, compress_s)},
@@ -82,7 +86,6 @@ def collect(root: Path) -> tuple[dict[tuple, dict[str, Any]], int]:
     """
     groups: dict[tuple, dict[str, Any]] = {}
     seen: set[tuple] = set()
-    MEASURED.clear()
     for marker in sorted([*root.glob("**/results.json"), *root.glob("**/skipped.json")]):
         record = _results_of(marker.parent)
         if not record or record.get("status") != "ok":
@@ -103,12 +106,9 @@ def collect(root: Path) -> tuple[dict[tuple, dict[str, Any]], int]:
         group["seeds"][seed] = (float(ppl), metrics.get("compression/kl_from_dense"),
                                 (record.get("timings") or {}).get("compress"))
         hardware = ((record.get("runtime") or {}).get("hardware") or {}).get("id") or "hardware not recorded"
-        MEASURED.setdefault(hardware, set()).add(_day(marker.parent))
+        if measured is not None:
+            measured.setdefault(hardware, set()).add(_day(marker.parent))
     return groups, len(seen)
-
-
-#: hardware label -> days (UTC) its jobs finished on, filled by :func:`collect` for the README's "Measured" line.
-MEASURED: dict[str, set[str]] = {}
 
 
 def _day(folder: Path) -> str:
@@ -118,11 +118,12 @@ def _day(folder: Path) -> str:
     return datetime.datetime.fromtimestamp(path.stat().st_mtime, datetime.timezone.utc).strftime("%Y-%m-%d")
 
 
-def measured() -> str:
-    """``"2026-12-04 on cpu AMD EPYC [AVX512, mkl] x2 threads"`` (several: joined with ``; ``): where and when."""
-    if not MEASURED:
+def measured_text(measured: dict[str, set[str]]) -> str:
+    """``"2026-12-04 on cpu AMD EPYC [AVX512, mkl] x2 threads"`` (several: joined with ``; ``) from
+    :func:`collect`'s ``measured`` (hardware label -> days, UTC, its jobs finished on): where and when."""
+    if not measured:
         return "no job finished yet"
-    return "; ".join(f"{', '.join(sorted(days))} on `{hw}`" for hw, days in sorted(MEASURED.items()))
+    return "; ".join(f"{', '.join(sorted(days))} on `{hw}`" for hw, days in sorted(measured.items()))
 
 
 def _mean(values: list) -> float | None:
@@ -196,7 +197,8 @@ def reading(table: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def write(table: list[dict[str, Any]], jobs_ok: int, out: Path, total: int = TOTAL_JOBS) -> None:
+def write(table: list[dict[str, Any]], jobs_ok: int, out: Path, total: int = TOTAL_JOBS,
+          measured: dict[str, set[str]] | None = None) -> None:
     """Write ``testbed.csv`` and ``README.md`` into ``out`` (created)."""
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "testbed.csv", "w", newline="", encoding="utf-8") as handle:
@@ -210,7 +212,7 @@ def write(table: list[dict[str, Any]], jobs_ok: int, out: Path, total: int = TOT
         "RTN (data-free) vs GPTQ (`static_groups` true = llmcompressor's GPTQModifier, false = the published",
         "algorithm, methods/gptq_faithful.py; symmetric and asymmetric) on the default calibration (32 x 256",
         "tokens of offline_wikipedia, seeds 0-2), held-out perplexity (8 x 512 tokens) and KL from the dense",
-        f"model. Measured {measured()} (this project's 2-core dev VM; GPTQ's numbers depend on the CPU's",
+        f"model. Measured {measured_text(measured or {})} (this project's 2-core dev VM; GPTQ's numbers depend on the CPU's",
         "kernels: the same 4-bit g64 symmetric faithful job gave 27.958 on 2026-12-03's Intel Xeon VM and",
         "27.626 on 2026-12-04's AMD EPYC VM, same calibration set); figures from [testbed.csv](testbed.csv).", "",
         "    " + COMMAND + "   # runs or resumes the grid (multirun/testbed/<point>/)",
@@ -231,9 +233,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.root.is_dir():
         print(f"testbed_table: --root {args.root} is not a folder. Fix: run scripts/run_testbed.sh first", file=sys.stderr)
         return 2
-    groups, jobs_ok = collect(args.root)
+    measured: dict[str, set[str]] = {}
+    groups, jobs_ok = collect(args.root, measured)
     table = rows(groups)
-    write(table, jobs_ok, args.out, args.total)
+    write(table, jobs_ok, args.out, args.total, measured)
     print(f"testbed_table: {jobs_ok} of {args.total} jobs -> {args.out}/testbed.csv, README.md")
     return 0
 

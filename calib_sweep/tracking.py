@@ -145,12 +145,11 @@ def config_key(resolved: dict[str, Any], dtype: str | None = None) -> str:
     if payload.get("selection") == DEFAULT_SELECTION:
         del payload["selection"]  # the default draw: keys (resume, W&B ids) as before the selection group existed
     evaluation = payload.get("eval")
-    if isinstance(evaluation, dict) and evaluation.get("layer_diagnostics") is False:
-        payload["eval"] = {k: v for k, v in evaluation.items() if k != "layer_diagnostics"}
-    evaluation = payload.get("eval")
-    if isinstance(evaluation, dict) and isinstance(evaluation.get("zeroshot"), dict) and "scorer" in evaluation["zeroshot"]:
-        # fast and hflm score the same requests to the same loglikelihoods (1e-4 nats) and accuracy: one job
-        payload["eval"] = {**evaluation, "zeroshot": {k: v for k, v in evaluation["zeroshot"].items() if k != "scorer"}}
+    if isinstance(evaluation, dict):
+        evaluation = {k: v for k, v in evaluation.items() if not (k == "layer_diagnostics" and v is False)}
+        if isinstance(evaluation.get("zeroshot"), dict):  # fast and hflm: same loglikelihoods (1e-4 nats), one job
+            evaluation["zeroshot"] = {k: v for k, v in evaluation["zeroshot"].items() if k != "scorer"}
+        payload["eval"] = evaluation
     dataset = payload.get("dataset")
     if isinstance(dataset, dict):  # plain text and no template override: keys as before dataset.format existed
         payload["dataset"] = {k: v for k, v in dataset.items() if (k, v) not in (("format", "text"), ("chat_template", None))}

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 from calib_sweep.report.aggregate import Summary, describe, describe_groups
-from calib_sweep.report.collect import Job, ReportError, load_jobs, load_jobs_csv
+from calib_sweep.report.collect import Job, ReportError, load, load_jobs
 from calib_sweep.report.evidence import compute as compute_evidence
 from calib_sweep.report.evidence import data_free_methods
 from calib_sweep.report.layers import families as layer_families
@@ -107,13 +107,7 @@ def write_report(paths: Iterable[str | Path], out: str | Path, *, wandb: bool = 
     check_family(family)
     parse_equivalence(equivalence)  # bad input is refused before the jobs are read
     paths = [Path(p) for p in paths]
-    csv_files = [p for p in paths if p.suffix == ".csv" and not p.is_dir()]
-    if csv_files and len(csv_files) != len(paths):
-        raise ReportError(f"{csv_files[0]}: a jobs.csv cannot be combined with sweep folders. Fix: pass either "
-                          "sweep folders or one jobs.csv")
-    if len(csv_files) > 1:
-        raise ReportError(f"{len(csv_files)} jobs.csv files given. Fix: pass one jobs.csv")
-    jobs = load_jobs_csv(csv_files[0]) if csv_files else load_jobs(paths)
+    jobs = load(paths)
     summary = summarize(jobs, test, family, equivalence)
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ def states(paths: Iterable[str | Path]) -> list[tuple[Path, dict]]:
     for path in map(Path, paths):
         if not path.is_dir():
             continue
-        for marker in sorted({*path.glob(STATE_FILE), *path.rglob(STATE_FILE)}):
+        for marker in sorted(path.rglob(STATE_FILE)):  # the folder itself and every sweep below it
             record = read_state(marker.parent)
             if record is not None and isinstance(record.get("cells"), list):
                 found[marker.parent.resolve()] = record

@@ -542,3 +542,19 @@ def load_jobs_csv(path: str | os.PathLike) -> list[Job]:
                   calibration_sha256=row.get("calibration_sha256") or None)
         jobs.append(job)
     return jobs
+
+
+def load(paths: Iterable[str | os.PathLike]) -> list[Job]:
+    """The report's input: sweep folders (:func:`load_jobs`) or one ``jobs.csv`` (:func:`load_jobs_csv`).
+
+    Raises:
+        ReportError: a jobs.csv beside sweep folders, more than one jobs.csv, or what the loader raises.
+    """
+    paths = [Path(p) for p in paths]
+    csv_files = [p for p in paths if p.suffix == ".csv" and not p.is_dir()]
+    if csv_files and len(csv_files) != len(paths):
+        raise ReportError(f"{csv_files[0]}: a jobs.csv cannot be combined with sweep folders. Fix: pass either "
+                          "sweep folders or one jobs.csv")
+    if len(csv_files) > 1:
+        raise ReportError(f"{len(csv_files)} jobs.csv files given. Fix: pass one jobs.csv")
+    return load_jobs_csv(csv_files[0]) if csv_files else load_jobs(paths)
