@@ -1,7 +1,8 @@
 """The quantization testbed table (issue 26 item 3): RTN vs GPTQ on finished testbed jobs.
 
-Reads every job folder under ``multirun/testbed`` (``scripts/run_testbed.sh``; a job that resume skipped
-is read through its ``skipped.json``), groups the ``ok`` jobs by (model, w_bits, group_size, symmetric,
+Reads the committed records ``docs/testbed/records/<point>.json`` (results.json copies that
+``scripts/run_testbed.sh`` makes as each point finishes, so a new checkout keeps them) and every job
+folder under ``multirun/testbed`` (a job that resume skipped is read through its ``skipped.json``), groups the ``ok`` jobs by (model, w_bits, group_size, symmetric,
 variant), where variant is ``rtn``, ``gptq static`` (``method.static_groups=true``, llmcompressor's
 GPTQModifier) or ``gptq faithful`` (``static_groups=false``, methods/gptq_faithful.py), and writes
 
@@ -14,7 +15,7 @@ GPTQModifier) or ``gptq faithful`` (``static_groups=false``, methods/gptq_faithf
 * ``docs/testbed/README.md``: the command, machine and date, status (jobs finished of the grid's total)
   and a plain reading.
 
-    python bench/testbed_table.py [--root multirun/testbed] [--out docs/testbed] [--total 70]
+    python bench/testbed_table.py [--root multirun/testbed] [--archive docs/testbed/records] [--out docs/testbed] [--total 70]
 
 Only the standard library and calib_sweep's storage helpers; runs in well under a second.
 """
@@ -73,11 +74,14 @@ def variant(method: dict[str, Any]) -> str:
     raise ValueError(f"method {method.get('name')!r} is not in the testbed (rtn, gptq)")
 
 
-def collect(root: Path, measured: dict[str, set[str]] | None = None) -> tuple[dict[tuple, dict[str, Any]], int]:
+def collect(root: Path, measured: dict[str, set[str]] | None = None,
+            archive: Path | None = None) -> tuple[dict[tuple, dict[str, Any]], int]:
     """Finished testbed jobs by point, deduplicated by (model, w_bits, group_size, symmetric, variant, seed).
 
     Args:
-        root: the testbed folder.
+        root: the testbed folder (may be missing: a new checkout has only the archive).
+        archive: the committed records (``docs/testbed/records/*.json``, copied by scripts/run_testbed.sh),
+            read first, so a job both there and under ``root`` counts once.
         measured: filled, when given, with hardware label -> days (UTC) the counted jobs finished on.
 
     Returns:
@@ -86,8 +90,10 @@ def collect(root: Path, measured: dict[str, set[str]] | None = None) -> tuple[di
     """
     groups: dict[tuple, dict[str, Any]] = {}
     seen: set[tuple] = set()
-    for marker in sorted([*root.glob("**/results.json"), *root.glob("**/skipped.json")]):
-        record = _results_of(marker.parent)
+    markers = [*root.glob("**/results.json"), *root.glob("**/skipped.json")] if root.is_dir() else []
+    archived = sorted(archive.glob("*.json")) if archive is not None and archive.is_dir() else []
+    for marker in [*archived, *sorted(markers)]:  # archived records first: they are the committed ones
+        record = _read(marker) if marker in archived else _results_of(marker.parent)
         if not record or record.get("status") != "ok":
             continue
         config = record.get("config") or {}
@@ -107,14 +113,27 @@ def collect(root: Path, measured: dict[str, set[str]] | None = None) -> tuple[di
                                 (record.get("timings") or {}).get("compress"))
         hardware = ((record.get("runtime") or {}).get("hardware") or {}).get("id") or "hardware not recorded"
         if measured is not None:
-            measured.setdefault(hardware, set()).add(_day(marker.parent))
+            measured.setdefault(hardware, set()).add(_day(record, marker))
     return groups, len(seen)
 
 
-def _day(folder: Path) -> str:
+def _read(path: Path) -> dict[str, Any] | None:
+    """An archived record (``docs/testbed/records/<point>.json``: a copied results.json), or None."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _day(record: dict[str, Any], marker: Path) -> str:
+    """The UTC day a job finished: its ``finished`` field, else (records before it) the file's mtime."""
     import datetime
 
-    path = folder / "results.json" if (folder / "results.json").is_file() else folder / "skipped.json"
+    if isinstance(record.get("finished"), str):
+        return record["finished"][:10]
+    path = marker if marker.name.endswith(".json") and marker.name not in ("results.json", "skipped.json") else (
+        marker.parent / "results.json" if (marker.parent / "results.json").is_file() else marker)
     return datetime.datetime.fromtimestamp(path.stat().st_mtime, datetime.timezone.utc).strftime("%Y-%m-%d")
 
 
@@ -217,7 +236,8 @@ def write(table: list[dict[str, Any]], jobs_ok: int, out: Path, total: int = TOT
         "27.626 on 2026-12-04's AMD EPYC VM, same calibration set); figures from [testbed.csv](testbed.csv).", "",
         "    " + COMMAND + "   # runs or resumes the grid (multirun/testbed/<point>/)",
         "    python bench/testbed_table.py                             # this folder", "",
-        f"Status: {jobs_ok} of {total} jobs finished. Resume: the same command (finished jobs are skipped by config key).", "",
+        f"Status: {jobs_ok} of {total} jobs finished. Resume: the same command (a point with a record in "
+        "[records/](records) is skipped, other finished jobs by config key).", "",
         "## Reading", "", *reading(table), "", "## Table", "", head, "|" + "---|" * 12, *body, "",
     ]
     (out / "README.md").write_text("\n".join(text), encoding="utf-8")
@@ -228,13 +248,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=ROOT / "multirun" / "testbed")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "testbed")
+    parser.add_argument("--archive", type=Path, default=ROOT / "docs" / "testbed" / "records")
     parser.add_argument("--total", type=int, default=TOTAL_JOBS)
     args = parser.parse_args(argv)
-    if not args.root.is_dir():
-        print(f"testbed_table: --root {args.root} is not a folder. Fix: run scripts/run_testbed.sh first", file=sys.stderr)
+    if not args.root.is_dir() and not args.archive.is_dir():
+        print(f"testbed_table: neither --root {args.root} nor --archive {args.archive} is a folder. "
+              "Fix: run scripts/run_testbed.sh first", file=sys.stderr)
         return 2
     measured: dict[str, set[str]] = {}
-    groups, jobs_ok = collect(args.root, measured)
+    groups, jobs_ok = collect(args.root, measured, args.archive)
     table = rows(groups)
     write(table, jobs_ok, args.out, args.total, measured)
     print(f"testbed_table: {jobs_ok} of {args.total} jobs -> {args.out}/testbed.csv, README.md")

@@ -16,6 +16,7 @@ files it reads, :mod:`calib_sweep.inputs`), ``weights_storage`` (how the base we
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import resource
@@ -131,7 +132,8 @@ def run_job(
             (:func:`calib_sweep.runtime.resolve_threads`).
 
     Returns:
-        The record written to ``results.json`` (or, when skipped, ``{"status": "skipped", ...}``).
+        The record written to ``results.json`` (or, when skipped, ``{"status": "skipped", ...}``); a
+        finished job's record has ``finished``, the UTC time it was written (ISO 8601, seconds).
 
     Raises:
         calib_sweep.claims.FolderInUse: the folder belongs to another job (nothing is written).
@@ -164,6 +166,7 @@ def run_job(
         with signals.deferred():  # a signal now waits until the record is complete
             record["timings"] = job.timer.timings
             record["memory"] = peak_memory(job.device)
+            record["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
             results = write_results(output_dir, record)
             job.run.finish()
             try:

@@ -26,7 +26,8 @@ def grid_points(tmp_path: Path) -> list[list[str]]:
     fake = tmp_path / "fake_python"
     fake.write_text('#!/bin/sh\nshift 4\necho "POINT $*"\n')
     fake.chmod(0o755)
-    env = {**os.environ, "PY": str(fake), "TESTBED_LOCK": "", "TESTBED_OUT": str(tmp_path / "out")}
+    env = {**os.environ, "PY": str(fake), "TESTBED_LOCK": "", "TESTBED_OUT": str(tmp_path / "out"),
+           "TESTBED_ARCHIVE": str(tmp_path / "records")}
     out = subprocess.run(["bash", str(ROOT / "scripts" / "run_testbed.sh")], env=env, capture_output=True, text=True,
                          timeout=60, check=True).stdout
     return [line.split()[1:] for line in out.splitlines() if line.startswith("POINT ")]
@@ -36,7 +37,7 @@ def test_every_grid_point_composes(tmp_path):
     points = grid_points(tmp_path)
     assert len(points) == testbed_table.TOTAL_JOBS == 70
     assert points[0][:2] == ["model=smollm2_135m", "method=rtn"]
-    assert points[-1][0] == "model=gemma3_270m"
+    assert sum(p[0] == "model=gemma3_270m" for p in points) == 14
     with initialize_config_module(config_module="calib_sweep.conf", version_base="1.3"):
         for overrides in points:
             sweep_dir = overrides.pop()
@@ -71,7 +72,7 @@ def test_table_from_synthetic_results(tmp_path):
     (root / "f0_2" / "0_gptq").mkdir(parents=True)
     (root / "f0_2" / "0_gptq" / "skipped.json").write_text(json.dumps({"results": str(root / "f0" / "0_gptq" / "results.json")}))
     out = tmp_path / "docs"
-    assert testbed_table.main(["--root", str(root), "--out", str(out)]) == 0
+    assert testbed_table.main(["--root", str(root), "--out", str(out), "--archive", str(tmp_path / "none")]) == 0
     table = list(csv.DictReader(open(out / "testbed.csv")))
     assert [r["variant"] for r in table] == ["rtn", "gptq faithful", "gptq static"]
     faithful = table[1]
@@ -90,6 +91,50 @@ def test_table_from_synthetic_results(tmp_path):
     assert "No setting yet where the best faithful GPTQ beats the best RTN" in readme
 
 
+def test_archived_records_count_once_and_name_their_day(tmp_path):
+    """A committed record (docs/testbed/records/<point>.json) is read without any multirun folder, and the
+    same job also under the root counts once; its day is its ``finished`` field, not the file's mtime."""
+    archive, root = tmp_path / "records", tmp_path / "testbed"
+    rtn = {"name": "rtn", "w_bits": 3, "group_size": None, "symmetric": True}
+    _job(root / "p" / "0", rtn, 0, 60.0, 1.0, 3.0)
+    archive.mkdir()
+    record = json.loads((root / "p" / "0" / "results.json").read_text())
+    record["finished"] = "2026-11-30T10:00:00+00:00"
+    record["runtime"] = {"hardware": {"id": "cpu Test x2 threads"}}
+    (archive / "p.json").write_text(json.dumps(record))
+    measured: dict = {}
+    groups, jobs = testbed_table.collect(tmp_path / "missing", measured, archive)
+    assert jobs == 1 and measured == {"cpu Test x2 threads": {"2026-11-30"}}
+    groups, jobs = testbed_table.collect(root, {}, archive)
+    assert jobs == 1 and groups[("smollm2-135m", 3, None, True, "rtn")]["seeds"] == {0: (60.0, 1.0, 3.0)}
+    out = tmp_path / "docs"
+    assert testbed_table.main(["--root", str(tmp_path / "missing"), "--archive", str(archive), "--out", str(out)]) == 0
+    assert "Measured 2026-11-30 on `cpu Test x2 threads`" in (out / "README.md").read_text()
+
+
+def test_script_skips_archived_points_and_archives_finished_ones(tmp_path):
+    """run_testbed.sh: a point with an ok record in the archive is not run again; a point that finishes is
+    copied there (so a new checkout resumes from the commit)."""
+    archive = tmp_path / "records"
+    archive.mkdir()
+    first = "smollm2_135m_w3_gnull_rtn_symtrue"
+    (archive / f"{first}.json").write_text(json.dumps({"status": "ok"}))
+    fake = tmp_path / "fake_python"
+    # Stands in for a job: writes an ok results.json into <sweep dir>/0/ and prints the point.
+    fake.write_text('#!/bin/sh\nshift 4\nfor a; do case $a in hydra.sweep.dir=*) d=${a#hydra.sweep.dir=};; esac; done\n'
+                    'mkdir -p "$d/0"; echo \'{"status": "ok", "x": 1}\' > "$d/0/results.json"; echo "POINT $*"\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "PY": str(fake), "TESTBED_LOCK": "", "TESTBED_OUT": str(tmp_path / "out"),
+           "TESTBED_ARCHIVE": str(archive)}
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "run_testbed.sh")], env=env, capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert f"archived {first}" in out
+    assert sum(line.startswith("POINT ") for line in out.splitlines()) == testbed_table.TOTAL_JOBS - 1
+    assert len(list(archive.glob("*.json"))) == testbed_table.TOTAL_JOBS
+    assert json.loads((archive / "smollm2_135m_w3_gnull_rtn_symfalse.json").read_text()) == {"status": "ok", "x": 1}
+
+
 def test_missing_root_exits_2(tmp_path, capsys):
-    assert testbed_table.main(["--root", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2
+    assert testbed_table.main(["--root", str(tmp_path / "nope"), "--archive", str(tmp_path / "nope2"),
+                               "--out", str(tmp_path)]) == 2
     assert "--root" in capsys.readouterr().err
