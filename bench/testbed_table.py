@@ -15,7 +15,7 @@ GPTQModifier) or ``gptq faithful`` (``static_groups=false``, methods/gptq_faithf
 * ``docs/testbed/README.md``: the command, machine and date, status (jobs finished of the grid's total)
   and a plain reading.
 
-    python bench/testbed_table.py [--root multirun/testbed] [--archive docs/testbed/records] [--out docs/testbed] [--total 70]
+    python bench/testbed_table.py [--root multirun/testbed] [--archive docs/testbed/records] [--out docs/testbed] [--total 64]
 
 Only the standard library and calib_sweep's storage helpers; runs in well under a second.
 """
@@ -37,11 +37,20 @@ if str(ROOT) not in sys.path:
 from calib_sweep.models.storage import describe, grid_warning  # noqa: E402
 
 #: Jobs in scripts/run_testbed.sh: per (model, setting) 2 RTN + 4 GPTQ variants x 3 seeds; 4 SmolLM2
-#: settings + 1 gemma setting.
-TOTAL_JOBS = 5 * (2 + 4 * 3)
+#: settings + 1 gemma setting; per-channel (3-bit, group null) has no static-groups variant (2 x 3 fewer).
+TOTAL_JOBS = 5 * (2 + 4 * 3) - 2 * 3
 
 COLUMNS = ["model", "w_bits", "group_size", "symmetric", "variant", "n_sets", "perplexity_mean", "perplexity_sd",
-           "kl_mean", "compress_s_mean", "rtn_perplexity", "gptq_minus_rtn", "base_grid", "grid_warning"]
+           "kl_mean", "compress_s_mean", "rtn_perplexity", "gptq_minus_rtn", "dense_perplexity", "base_grid",
+           "grid_warning"]
+SHOWN = 13  # columns in the README table (the base grid and its warning are in the CSV and the reading)
+
+#: A setting is a usable testbed only while the compressed model is still a language model: best faithful
+#: GPTQ perplexity at most this many times the dense model's (2-bit and 3-bit per-channel SmolLM2 are not).
+USABLE_RATIO = 4.0
+#: The model the study's pruning rows run on (experiment=replication_cpu): preferred, so the quantization
+#: and pruning halves share one model.
+STUDY_MODEL = "smollm2-135m-instruct"
 
 COMMAND = "nohup scripts/run_testbed.sh > multirun/testbed/run.log 2>&1 &"
 
@@ -109,6 +118,9 @@ def collect(root: Path, measured: dict[str, set[str]] | None = None,
             continue
         seen.add(key + (seed,))
         group = groups.setdefault(key, {"seeds": {}, "storage": record.get("weights_storage"), "method": method})
+        dense = ((record.get("dense") or {}).get("metrics") or {}).get(next(k for k in sorted(metrics) if k.startswith("perplexity/")))
+        if isinstance(dense, (int, float)):
+            group["dense"] = float(dense)
         group["seeds"][seed] = (float(ppl), metrics.get("compression/kl_from_dense"),
                                 (record.get("timings") or {}).get("compress"))
         hardware = ((record.get("runtime") or {}).get("hardware") or {}).get("id") or "hardware not recorded"
@@ -170,6 +182,7 @@ def rows(groups: dict[tuple, dict[str, Any]]) -> list[dict[str, Any]]:
             "compress_s_mean": _round(_mean([seeds[s][2] for s in seeds]), 1),
             "rtn_perplexity": _round(rtn_ppl, 4),
             "gptq_minus_rtn": "" if kind == "rtn" or rtn_ppl is None else round(mean - rtn_ppl, 4),
+            "dense_perplexity": _round(groups[key].get("dense"), 4),
             "base_grid": describe(storage) if isinstance(storage, dict) else "",
             "grid_warning": (grid_warning(storage, groups[key]["method"]) or "") if isinstance(storage, dict) else "",
         })
@@ -182,7 +195,13 @@ def _round(value: float | None, digits: int) -> float | str:
 
 def reading(table: list[dict[str, Any]]) -> list[str]:
     """Plain-text lines: per (model, w_bits, group_size) whether the base grid is near, the best RTN and
-    the best faithful GPTQ, and a recommendation (``provisional`` while the GPTQ n is below 3)."""
+    the best faithful GPTQ, and the recommended study setting.
+
+    The rule: a setting qualifies when (a) faithful GPTQ beats RTN of the same symmetry in every symmetry
+    by more than two calibration-set SDs (so the base grid does not decide the ranking), and (b) the best
+    faithful GPTQ perplexity is at most :data:`USABLE_RATIO` x the dense model's (still a language model).
+    Among those: :data:`STUDY_MODEL` first, then the largest GPTQ-over-RTN gap in set SDs.  ``provisional``
+    while any GPTQ group has n < 3 sets."""
     lines, candidates = [], []
     settings = sorted({(r["model"], r["w_bits"], r["group_size"]) for r in table}, key=str)
     for model, bits, group in settings:
@@ -197,22 +216,36 @@ def reading(table: list[dict[str, Any]]) -> list[str]:
         best_gptq = min(faithful, key=lambda r: r["perplexity_mean"])
         n = min(r["n_sets"] for r in faithful)
         wins = [r for r in faithful if r["gptq_minus_rtn"] != "" and r["gptq_minus_rtn"] < 0]
+        margins = [-r["gptq_minus_rtn"] / r["perplexity_sd"] for r in wins if r["perplexity_sd"] not in ("", 0)]
+        dense = best_gptq["dense_perplexity"]
+        ratio = best_gptq["perplexity_mean"] / dense if dense not in ("", 0) else None
         sym = lambda r: "symmetric" if r["symmetric"] else "asymmetric"  # noqa: E731
+        verdicts = []
+        if ratio is not None and ratio > USABLE_RATIO:
+            verdicts.append(f"not usable: {ratio:.1f}x the dense perplexity > {USABLE_RATIO:g}x")
+        if len(margins) < len(faithful) or min(margins, default=0) <= 2:
+            verdicts.append("RTN ties or wins in some symmetry: the base grid may decide the ranking")
         lines.append(
-            f"- {model} {bits}-bit g{group}: base grid {'NEAR (rounding favoured)' if near else 'not near'}; best RTN "
+            f"- {model} {bits}-bit g{group}: base grid {'NEAR' if near else 'not near'}; best RTN "
             f"{best_rtn['perplexity_mean']:.3f} ({sym(best_rtn)}), best faithful GPTQ {best_gptq['perplexity_mean']:.3f} "
-            f"({sym(best_gptq)}, n={best_gptq['n_sets']}); faithful GPTQ beats RTN of the same symmetry in "
-            f"{len(wins)} of {len(faithful)} symmetries.")
-        if best_gptq["perplexity_mean"] < best_rtn["perplexity_mean"]:
-            candidates.append((near, -n, best_gptq["perplexity_mean"] - best_rtn["perplexity_mean"], model, bits, group, n))
+            f"({sym(best_gptq)}, n={best_gptq['n_sets']}"
+            + (f", {ratio:.2f}x dense {dense:.2f}" if ratio is not None else "") + "); faithful GPTQ beats RTN of the "
+            f"same symmetry in {len(wins)} of {len(faithful)} symmetries"
+            + (f" by {min(margins):.1f}-{max(margins):.1f} set SDs" if margins else "")
+            + (f"; {'; '.join(verdicts)}." if verdicts else "; qualifies."))
+        if not verdicts:
+            candidates.append((model != STUDY_MODEL, -min(margins), model, bits, group, n, best_gptq, best_rtn, ratio))
     if candidates:
-        near, _, gap, model, bits, group, n = sorted(candidates)[0]
+        _, margin, model, bits, group, n, best_gptq, best_rtn, ratio = sorted(candidates, key=lambda c: c[:2])[0]
         lines.append(
             f"\nRecommended for the study{' (provisional: n=' + str(n) + ' < 3 calibration sets)' if n < 3 else ''}: "
-            f"{model} {bits}-bit g{group}, where the best faithful GPTQ beats the best RTN by {-gap:.3f} perplexity"
-            f"{' although the base grid is near' if near else ' and the base grid is not near the job grid'}.")
+            f"{model} {bits}-bit g{group} (faithful GPTQ {best_gptq['perplexity_mean']:.2f} vs RTN "
+            f"{best_rtn['perplexity_mean']:.2f}, {ratio:.2f}x dense; GPTQ ahead by at least {-margin:.1f} set SDs in both "
+            f"symmetries), by the rule in bench/testbed_table.py `reading`: GPTQ beats RTN by more than two set SDs in "
+            f"every symmetry (the base grid does not decide the ranking), the model stays within {USABLE_RATIO:g}x the "
+            f"dense perplexity, and {STUDY_MODEL} (the pruning rows' model) is preferred.")
     else:
-        lines.append("\nNo setting yet where the best faithful GPTQ beats the best RTN: no recommendation (the grid is unfinished).")
+        lines.append("\nNo setting qualifies yet (see the rule in bench/testbed_table.py `reading`): no recommendation.")
     return lines
 
 
@@ -224,8 +257,8 @@ def write(table: list[dict[str, Any]], jobs_ok: int, out: Path, total: int = TOT
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(table)
-    head = "| " + " | ".join(COLUMNS[:12]) + " |"
-    body = ["| " + " | ".join(str(r[c]) for c in COLUMNS[:12]) + " |" for r in table]
+    head = "| " + " | ".join(COLUMNS[:SHOWN]) + " |"
+    body = ["| " + " | ".join(str(r[c]) for c in COLUMNS[:SHOWN]) + " |" for r in table]
     text = [
         "# Quantization testbed (issue 26 item 3)", "",
         "RTN (data-free) vs GPTQ (`static_groups` true = llmcompressor's GPTQModifier, false = the published",
@@ -238,7 +271,7 @@ def write(table: list[dict[str, Any]], jobs_ok: int, out: Path, total: int = TOT
         "    python bench/testbed_table.py                             # this folder", "",
         f"Status: {jobs_ok} of {total} jobs finished. Resume: the same command (a point with a record in "
         "[records/](records) is skipped, other finished jobs by config key).", "",
-        "## Reading", "", *reading(table), "", "## Table", "", head, "|" + "---|" * 12, *body, "",
+        "## Reading", "", *reading(table), "", "## Table", "", head, "|" + "---|" * SHOWN, *body, "",
     ]
     (out / "README.md").write_text("\n".join(text), encoding="utf-8")
 

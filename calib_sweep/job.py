@@ -36,7 +36,9 @@ from calib_sweep.errors import ConfigError
 from calib_sweep.evaluation import validate_eval
 from calib_sweep.tracking import (
     WandbRun,
+    archive_finished,
     config_key,
+    find_archived,
     find_finished,
     index_entry,
     register_finished,
@@ -71,6 +73,10 @@ def validate(cfg: DictConfig) -> None:
     validate_eval(cfg.eval)
     runtime.resolve_threads(cfg.get("threads", "auto"))
     numerics.validate_match((cfg.get("resume") or {}).get("match", "strict"))
+    archive = (cfg.get("resume") or {}).get("archive_dir")
+    if archive is not None and (not isinstance(archive, str) or not archive.strip()):
+        raise ConfigError(f"resume.archive_dir={archive!r} is not a folder path. Fix: resume.archive_dir=<folder> "
+                          "(e.g. docs/replication_v2/records) or null (no records archive)")
     validate_row_order_seed((cfg.get("perturb") or {}).get("row_order_seed"))
     validate_selection(cfg.get("selection"), cfg.dataset)
     kl_windows = cfg.eval.get("kl_windows", 4)
@@ -121,7 +127,8 @@ def run_job(
     Args:
         cfg: the composed job config.
         output_dir: the job's folder.
-        resume: skip the job when ``cfg.resume.index_dir`` records a finished job with the same
+        resume: skip the job when ``cfg.resume.index_dir`` (or the records archive
+            ``cfg.resume.archive_dir``, when set) records a finished job with the same
             config key (unless ``cfg.resume.force``) and the same local inputs
             (:func:`calib_sweep.inputs.changed`: a changed file reruns the job, with one log line
             saying which); a ``skipped.json`` then points at it.  If that
@@ -133,7 +140,9 @@ def run_job(
 
     Returns:
         The record written to ``results.json`` (or, when skipped, ``{"status": "skipped", ...}``); a
-        finished job's record has ``finished``, the UTC time it was written (ISO 8601, seconds).
+        finished job's record has ``finished``, the UTC time it was written (ISO 8601, seconds).  With
+        ``cfg.resume.archive_dir`` set, a finished job's record (and ``items.npz``) is also copied
+        there (:func:`calib_sweep.tracking.archive_finished`), single run or sweep.
 
     Raises:
         calib_sweep.claims.FolderInUse: the folder belongs to another job (nothing is written).
@@ -146,9 +155,10 @@ def run_job(
     (output_dir / "traceback.txt").unlink(missing_ok=True)  # from an earlier failed run of this job
     resume_cfg = cfg.get("resume") or {}
     index_dir = Path(str(resume_cfg.get("index_dir", "multirun/.index")))
+    archive_dir = resume_cfg.get("archive_dir")  # committed records (resume.archive_dir); validate checked it
     read = inputs.job_inputs(resolved)  # what the key cannot see: the content of local files
     if resume and resume_cfg.get("enabled", True) and not resume_cfg.get("force", False):
-        skipped = _skip_finished(cfg, key, read, output_dir, index_dir, group, launcher)
+        skipped = _skip_finished(cfg, key, read, output_dir, index_dir, group, launcher, archive_dir)
         if skipped is not None:
             return skipped
     record: dict[str, Any] = {"status": "running", "config_key": key, "config": resolved, "inputs": read,
@@ -173,6 +183,11 @@ def run_job(
                 register_finished(key, results, index_dir)
             except OSError as exc:  # the index only speeds up resume; results.json is already safe
                 log.warning("could not index %s for resume: %s", results, exc)
+            if archive_dir:
+                try:
+                    log.info("archived the record in %s", archive_finished(key, results, str(archive_dir)))
+                except OSError as exc:  # the job's own folder still holds it
+                    log.warning("could not archive %s in %s: %s", results, archive_dir, exc)
     return record
 
 
@@ -197,8 +212,9 @@ def _run_stages(cfg: DictConfig, job: stages.JobState, launcher: Any, group: str
 
 
 def _skip_finished(cfg: DictConfig, key: str, read: dict[str, Any], output_dir: Path, index_dir: Path,
-                   group: str | None, launcher: Any = None) -> dict[str, Any] | None:
-    """For ``resume``: the ``skipped.json`` record (written) when ``index_dir`` holds a finished job with
+                   group: str | None, launcher: Any = None, archive_dir: str | None = None) -> dict[str, Any] | None:
+    """For ``resume``: the ``skipped.json`` record (written) when ``index_dir`` (or else the records
+    archive ``archive_dir``, :func:`calib_sweep.tracking.find_archived`) holds a finished job with
     config ``key`` whose local inputs are unchanged and, under ``resume.match=strict``, whose numerical
     environment (threads, dtype, device, hardware: :mod:`calib_sweep.numerics`) is the one this job
     would run under (its W&B run replayed if it has none), else ``None`` (no such job, or an input or
@@ -206,7 +222,7 @@ def _skip_finished(cfg: DictConfig, key: str, read: dict[str, Any], output_dir: 
     match = (cfg.get("resume") or {}).get("match", "strict")
     if match not in numerics.MATCH_MODES:
         return None  # validate names the bad value
-    previous = find_finished(key, index_dir)
+    previous = find_finished(key, index_dir) or find_archived(key, archive_dir)
     if previous is None:
         return None
     earlier = _recorded(previous)

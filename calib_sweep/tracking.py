@@ -20,6 +20,7 @@ import logging
 import math
 import netrc
 import os
+import shutil
 import socket
 import tempfile
 from pathlib import Path
@@ -182,6 +183,54 @@ def register_finished(
     if replayed:
         entry["replayed"] = replayed
     write_json(Path(index_dir) / f"{key}.json", entry)
+
+
+#: Files of a finished job copied into a records archive (``resume.archive_dir``): the record and, where
+#: zero-shot ran, its per-item records (:mod:`calib_sweep.evaluation.items`).
+ARCHIVED_FILES = (RESULTS_FILE, "items.npz")
+
+
+def archive_finished(key: str, results: str | os.PathLike, archive_dir: str | os.PathLike) -> Path:
+    """Copy a finished job's ``results.json`` (and ``items.npz`` beside it, if any) into
+    ``archive_dir/<key[:16]>/``, each file written atomically, and return that folder.
+
+    A records archive is a folder meant to be committed (e.g. ``docs/replication_v2/records``): the
+    sweep's own folders and ``multirun/.index`` live only on the machine that ran it, so a long grid run
+    over several sessions or machines resumes from the archive (:func:`find_archived`), and the report
+    reads it like a sweep folder.  About 10-70 KB per job (per-layer diagnostics are most of it).
+
+    Raises:
+        OSError: the folder cannot be written.
+    """
+    source = Path(results).parent
+    target = Path(archive_dir) / key[:16]
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ARCHIVED_FILES:
+        if not (source / name).is_file():
+            continue
+        fd, tmp = tempfile.mkstemp(dir=target, prefix=f".{name}-")
+        os.close(fd)
+        try:
+            shutil.copyfile(source / name, tmp)
+            os.chmod(tmp, _file_mode())
+            os.replace(tmp, target / name)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return target
+
+
+def find_archived(key: str, archive_dir: str | os.PathLike | None) -> Path | None:
+    """The archived ``results.json`` of a successful job with this key (see :func:`archive_finished`),
+    or None (no archive, no such job, or its record is not ``ok`` with this key)."""
+    if not archive_dir or not isinstance(archive_dir, (str, os.PathLike)):  # a bad value: validate names it
+        return None
+    target = Path(archive_dir) / key[:16] / RESULTS_FILE
+    try:
+        record = json.loads(target.read_text())
+    except (OSError, ValueError):
+        return None
+    return target.resolve() if record.get("status") == "ok" and record.get("config_key") == key else None
 
 
 def index_entry(key: str, index_dir: str | os.PathLike) -> dict[str, Any]:

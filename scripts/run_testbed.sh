@@ -41,8 +41,9 @@ rtn() {  # rtn <model> <bits> <group>
 }
 
 gptq() {  # gptq <model> <bits> <group> <seed>
-  local m=$1 b=$2 g=$3 s=$4
-  for static in false true; do
+  local m=$1 b=$2 g=$3 s=$4 statics="false true"
+  [ "$g" = null ] && statics=false   # per-channel: no groups, so static_groups does not apply (refused, exit 2)
+  for static in $statics; do
     for sym in true false; do
       point "${m}_w${b}_g${g}_gptq_static${static}_sym${sym}_s${s}" model="$m" method=gptq \
         method.w_bits="$b" method.group_size="$g" method.symmetric="$sym" \
