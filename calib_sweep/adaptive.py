@@ -224,8 +224,9 @@ def assess(target: Target, results: Sequence[Mapping[str, float]]) -> dict[str, 
 
 
 def sets_wanted(target: Target, results: Sequence[Mapping[str, float]], max_sets: int) -> int:
-    """Sets the cell needs for ``target`` (:func:`calib_sweep.report.statistics.sets_needed` per key, the
-    largest; ``max_sets`` when more would be needed; one more than it has when the SD is not estimable)."""
+    """Sets the cell needs for ``target`` (:func:`calib_sweep.report.statistics.sets_needed` per key from the
+    sets it has, 2 or more, the largest; ``max_sets`` when more would be needed; one more than it has when the
+    SD is not estimable)."""
     from calib_sweep.report.statistics import NA, sets_needed
 
     n = len(results)
@@ -234,7 +235,7 @@ def sets_wanted(target: Target, results: Sequence[Mapping[str, float]], max_sets
         width = target.half_width * abs(figures["mean"]) if target.relative else target.half_width
         if not (math.isfinite(width) and width > 0):
             continue
-        got = sets_needed([float(r[key]) for r in results if key in r], width, max_sets=max_sets)
+        got = sets_needed([float(r[key]) for r in results if key in r], width, max_sets=max_sets, min_values=2)
         if isinstance(got, NA):
             got = max_sets if "more than" in got.reason else n + 1
         wanted = max(wanted, got)

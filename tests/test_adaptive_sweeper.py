@@ -70,7 +70,7 @@ def test_strict_target_budget_stops_midway_and_rerun_continues_to_max_sets(tiny_
     summary = adaptive_summary(first)
     cells = cells_by_method(summary)
     # Round 1: 2 seeds of each cell (4 jobs); RTN is data-free: half-width exactly 0, target reached; GPTQ
-    # gets one more seed in round 2 (sets_needed needs 3 sets to estimate), then the budget (5 jobs) is spent.
+    # wants 2 more seeds in round 2 (doubling from 2 sets), of which the budget (5 jobs) allows one.
     assert cells["rtn"]["stop"] == "target reached" and cells["rtn"]["seeds"] == [0, 1]
     assert cells["rtn"]["half_widths"]["perplexity"] == 0.0
     assert cells["gptq"]["stop"] == "budget" and cells["gptq"]["seeds"] == [0, 1, 2] and cells["gptq"]["sets"] == 3
@@ -99,8 +99,8 @@ def test_strict_target_budget_stops_midway_and_rerun_continues_to_max_sets(tiny_
     assert summary["adaptive"]["jobs_ran"] == 1 and summary["counts"]["skipped"] == 5 and summary["counts"]["ok"] == 1
     ran = [p.parent.name for p in second.glob("*/results.json")]
     assert ran == [next(p.name for p in second.glob("*_gptq_local_jsonl_s3"))]
-    assert summary["adaptive"]["rounds"] == 3
-    assert "6 jobs in 3 rounds (1 ran, 5 done before)" in proc.stderr and ": max_sets" in proc.stderr
+    assert summary["adaptive"]["rounds"] == 2
+    assert "6 jobs in 2 rounds (1 ran, 5 done before)" in proc.stderr and ": max_sets" in proc.stderr
 
 
 def test_failed_jobs_stop_their_cell(tiny_model_dir, tiny_corpus, tmp_path):
@@ -157,6 +157,14 @@ def test_plan_rules_without_jobs():
                           results={s: {"perplexity/x": v, "zeroshot/arc_easy/acc": 0.5} for s, v in enumerate([10.0, 12.0, 8.0])})
     # far from +-0.1%: sets_needed is huge, so the cell at most doubles (3 -> 6 seeds)
     assert [s for _, s in adaptive.plan([noisy], targets, 3, 10)] == [3, 4, 5]
+    # at min_sets=2 the SD of 2 sets already plans: it doubles (2 -> 4), not one set per round
+    pair = adaptive.Cell(["method=p"], ("method",), seeds=[0, 1],
+                         results={s: {"perplexity/x": v, "zeroshot/arc_easy/acc": 0.5} for s, v in enumerate([10.0, 12.0])})
+    assert [s for _, s in adaptive.plan([pair], targets, 2, 10)] == [2, 3]
+    # and stops growing once 2 sets give the precision: +-50% of a mean of 11 from 10 and 12 needs 3 sets
+    # (t_{0.975,2} * 1.414 / sqrt(3) = 3.51 <= 5.5; with 2 sets 12.7 * 1.414 / sqrt(2) = 12.7 > 5.5)
+    loose = adaptive.parse_targets({"perplexity": 0.5})
+    assert [s for _, s in adaptive.plan([pair], loose, 2, 10)] == [2]
     assert adaptive.missing_metric([noisy], adaptive.parse_targets({"mean_acc": 0.01})).startswith(
         "hydra.sweeper.targets.mean_acc: the jobs of 'method=n' do not report it")
 
@@ -235,6 +243,33 @@ def test_report_table_marks_cells_below_target_and_unfinished_ones(tmp_path):
     assert rows["method=c"][3] == "perplexity n/a (target ±1%); mean_acc n/a (target ±0.01)"
     assert rows["method=c"][4].startswith("not finished") and "None" not in rows["method=c"][4]
     assert table([tmp_path / "nothing"]) is None
+
+
+def test_report_lists_a_rerun_of_the_same_sweep_once(tmp_path):
+    """Rerunning an adaptive sweep with the same hydra.sweep.dir writes <dir>_2 (the folder claim); the report
+    lists each cell once, from the latest record, naming the folder it continues; another sweep stays."""
+    import os
+
+    from calib_sweep.report.adaptive import table
+
+    targets = {"perplexity": {"half_width": 0.01, "relative": True}}
+
+    def cell(name, sets, stop):
+        return {"cell": name, "overrides": [name, "x=1"], "sets": sets, "half_widths": {"perplexity": 0.02}, "stop": stop}
+
+    for folder, sets, stop, mtime in [("ad", 3, "budget", 1_000), ("ad_2", 5, "max_sets", 2_000)]:
+        (tmp_path / folder).mkdir()
+        state = tmp_path / folder / "adaptive.json"
+        state.write_text(json.dumps({"targets": targets, "cells": [cell("method=a", sets, stop), cell("method=b", 3, stop)]}))
+        os.utime(state, (mtime, mtime))
+    (tmp_path / "other").mkdir()  # other cells: a different sweep, listed too
+    (tmp_path / "other" / "adaptive.json").write_text(json.dumps({"targets": targets, "cells": [cell("method=c", 4, "target reached")]}))
+    rows = table([tmp_path]).rows
+    assert [(r[0], r[1], r[2]) for r in rows] == [("ad_2 (continues ad)", "method=a", "5"), ("ad_2 (continues ad)", "method=b", "3"),
+                                                   ("other", "method=c", "4")]
+    # the older record newer on disk (copied back, say) wins: the latest state is the one kept
+    os.utime(tmp_path / "ad" / "adaptive.json", (3_000, 3_000))
+    assert [(r[0], r[2]) for r in table([tmp_path]).rows][:1] == [("ad (continues ad_2)", "3")]
 
 
 def test_task_metrics_are_read_from_lm_evals_own_yamls():

@@ -10,6 +10,7 @@ target the sweep was asked for, so their intervals are wider than planned; a cel
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Iterable
 
@@ -17,19 +18,45 @@ from typing import Iterable
 BELOW_TARGET = ("budget", "max_sets")
 
 
+def _signature(record: dict) -> str:
+    """What makes two adaptive sweeps the same sweep: the cells (their overrides) and the targets."""
+    cells = sorted(tuple(c.get("overrides") or [c.get("cell")]) for c in record["cells"])
+    return json.dumps([cells, record.get("targets")], sort_keys=True, default=str)
+
+
 def states(paths: Iterable[str | Path]) -> list[tuple[Path, dict]]:
-    """``(sweep folder, adaptive.json record)`` for every adaptive sweep at or below ``paths`` (sorted)."""
+    """``(sweep folder, adaptive.json record)`` for every adaptive sweep at or below ``paths`` (sorted by folder).
+
+    A rerun of the same command continues the sweep in a new folder (a claimed ``hydra.sweep.dir`` becomes
+    ``<dir>_2``, :mod:`calib_sweep.claims`) and its record covers every set of the earlier one (finished jobs
+    are skipped and counted), so of the sweeps with the same cells and targets only the latest record (by
+    the state file's modification time) is kept; its record gets ``superseded``: the earlier folders' names.
+    """
     from calib_sweep.adaptive import STATE_FILE, read_state
 
-    found: dict[Path, dict] = {}
+    found: dict[Path, tuple[float, dict]] = {}
     for path in map(Path, paths):
         if not path.is_dir():
             continue
         for marker in sorted(path.rglob(STATE_FILE)):  # the folder itself and every sweep below it
             record = read_state(marker.parent)
             if record is not None and isinstance(record.get("cells"), list):
-                found[marker.parent.resolve()] = record
-    return sorted(found.items())
+                found[marker.parent.resolve()] = (marker.stat().st_mtime, record)
+    latest: dict[str, tuple[float, Path, dict, list[str]]] = {}
+    for folder, (mtime, record) in sorted(found.items()):
+        key = _signature(record)
+        if key in latest:
+            kept_mtime, kept, kept_record, earlier = latest[key]
+            if mtime >= kept_mtime:
+                latest[key] = (mtime, folder, record, [*earlier, kept.name])
+            else:
+                earlier.append(folder.name)
+        else:
+            latest[key] = (mtime, folder, record, [])
+    out = []
+    for _, folder, record, earlier in latest.values():
+        out.append((folder, {**record, "superseded": sorted(earlier)} if earlier else record))
+    return sorted(out, key=lambda item: item[0])
 
 
 def table(paths: Iterable[str | Path]):
@@ -54,7 +81,8 @@ def table(paths: Iterable[str | Path]):
                 shown = f"**{stop}: below target**"
             else:
                 shown = str(stop)
-            rows.append([folder.name, cell.get("cell") or "(one cell)", str(cell.get("sets")), "; ".join(widths), shown])
+            name = folder.name + (f" (continues {', '.join(record['superseded'])})" if record.get("superseded") else "")
+            rows.append([name, cell.get("cell") or "(one cell)", str(cell.get("sets")), "; ".join(widths), shown])
     if not rows:
         return None
     return Table("Adaptive sweeps: calibration sets per cell and why each stopped",
@@ -62,4 +90,5 @@ def table(paths: Iterable[str | Path]):
                  note="hydra/sweeper=calib_adaptive added calibration sets (seeds) to each cell until its Student-t 95% "
                       "CI half-width met every target (relative for perplexity, absolute for accuracy), max_sets, or the "
                       "budget (max_jobs / max_hours). Cells marked 'budget' or 'max_sets' stopped before reaching their target. It "
-                      "stops on precision, never on a p-value.", anchor="adaptive")
+                      "stops on precision, never on a p-value. A rerun of the same sweep (same cells and targets) "
+                      "continues it: only its latest record is listed, naming the folders it continues.", anchor="adaptive")

@@ -336,7 +336,7 @@ def _compare_pairs(samples: Mapping[str, Sequence[float]], test: str, pairs: lis
 
 
 def sets_needed(values: Sequence[float], half_width: float, *, confidence: float = CONFIDENCE,
-                max_sets: int = 1_000_000) -> int | NA:
+                max_sets: int = 1_000_000, min_values: int = 3) -> int | NA:
     """Calibration sets needed for a ``confidence`` CI of the mean no wider than ``±half_width``.
 
     From the observed sample SD s (ddof=1) of ``values``: the smallest n >= 2 with
@@ -346,9 +346,13 @@ def sets_needed(values: Sequence[float], half_width: float, *, confidence: float
         values: the group's values (one per calibration set), in the metric's units.
         half_width: the target half-width, same units (e.g. 0.005 = 0.5 accuracy points; 1% of the mean
             perplexity).
+        max_sets: the most sets worth answering with.
+        min_values: the fewest values the SD is estimated from (3 in the report; the adaptive sweeper
+            plans from 2, its smallest ``min_sets``, since its next round re-estimates).
 
     Returns:
-        n, or :class:`NA` when n < 3, the values are all equal, or more than ``max_sets`` would be needed.
+        n, or :class:`NA` when fewer than ``min_values`` values are given, they are all equal, or more than
+        ``max_sets`` would be needed.
 
     Raises:
         ValueError: ``half_width`` not positive.
@@ -358,7 +362,7 @@ def sets_needed(values: Sequence[float], half_width: float, *, confidence: float
     if not half_width > 0:
         raise ValueError(f"half_width={half_width!r} must be > 0")
     values = [float(v) for v in values]
-    bad = _why_not(values, 3)
+    bad = _why_not(values, max(2, int(min_values)))
     if bad:
         return bad
     s = float(np.std(values, ddof=1))
