@@ -227,6 +227,27 @@ def test_replication_adaptive_is_replication_cpus_grid_under_the_adaptive_sweepe
     assert OmegaConf.to_container(adaptive, resolve=True) == OmegaConf.to_container(fixed, resolve=True)
 
 
+def test_replication_adaptive_v2_is_replication_cpu_v2s_jobs_under_the_adaptive_sweeper():
+    """experiment=replication_adaptive_v2: replication_cpu_v2's jobs (the same config, so its archived records
+    are skipped and count), the documented targets and 3-10 sets."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    cell = ["method=gptq", "method.static_groups=false", "method.w_bits=3", "method.group_size=64",
+            "method.symmetric=false", "dataset=offline_news", "seed=7"]
+    with initialize_config_module(config_module="calib_sweep.conf", version_base="1.3"):
+        adaptive = compose(config_name="config", overrides=["experiment=replication_adaptive_v2", *cell],
+                           return_hydra_config=True)
+        fixed = compose(config_name="config", overrides=["experiment=replication_cpu_v2", *cell])
+    sweeper = adaptive.hydra.sweeper
+    assert sweeper._target_ == "hydra_plugins.calib_adaptive.AdaptiveSweeper"
+    assert OmegaConf.to_container(sweeper.targets) == {"perplexity": 0.01, "mean_acc": 0.01}
+    assert (sweeper.min_sets, sweeper.max_sets) == (3, 10)
+    assert adaptive.resume.archive_dir == "docs/replication_v2/records"
+    del adaptive.hydra
+    assert OmegaConf.to_container(adaptive, resolve=True) == OmegaConf.to_container(fixed, resolve=True)
+
+
 def test_report_table_marks_cells_below_target_and_unfinished_ones(tmp_path):
     from calib_sweep.report.adaptive import table
 
