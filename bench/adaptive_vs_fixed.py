@@ -5,13 +5,14 @@ Compares one or more finished adaptive sweeps (``hydra/sweeper=calib_adaptive``;
 (0, 1, ..., k-1) of every cell, read from finished job records (``results.json`` files below
 ``--records``, e.g. the committed archive ``docs/replication_v2/records``).  A cell is matched to its fixed
 jobs by ``method.name`` and ``dataset.name`` (jobs with a row-order perturbation, the noise floor, are left
-out).  For each cell it prints, with the adaptive sweep's own targets and interval
+out; the records must hold one setting per method, as an experiment's archive does).  For each cell it prints, with the adaptive sweep's own targets and interval
 (:func:`calib_sweep.adaptive.assess`: Student t 95% CI half-width of the mean, relative to the mean for
 perplexity, absolute for accuracy):
 
     cell, fixed sets, fixed half-width per target, adaptive sets, adaptive half-width per target, stop reason,
     CPU time of the jobs each spends (sum of the jobs' ``timings`` stages but the once-per-machine
-    ``dense_baseline``, seconds)
+    ``dense_baseline``, seconds; an adaptive job missing from ``--records`` counts 0 s: point ``--records`` at
+    every folder the sweep's jobs were recorded in)
 
 and totals: jobs, job-hours, and cells meeting every target under each design.  ``--csv`` writes the
 rows (one per cell) for docs.
@@ -102,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.fixed_sets < 2:
         parser.error(f"--fixed-sets={args.fixed_sets}: a CI half-width needs at least 2 sets")
+    missing = [str(p) for p in [*args.sweeps, *args.records] if not p.is_dir()]
+    if missing:
+        parser.error(f"no such folder: {', '.join(missing)}. Fix: adaptive sweep folders, and --records folders of "
+                     "results.json (e.g. docs/replication_v2/records)")
     rows, names = compare(args.sweeps, load_records(args.records), args.fixed_sets)
     if not rows:
         print(f"no adaptive sweep (adaptive.json) at or below {' '.join(map(str, args.sweeps))}", file=sys.stderr)

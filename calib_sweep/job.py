@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import os
 import resource
 import sys
 import traceback
@@ -59,6 +60,24 @@ def peak_memory(device: torch.device | None = None) -> dict[str, int]:
     return figures
 
 
+def _check_archive_dir(folder: Path) -> None:
+    """``resume.archive_dir`` must be a folder, or creatable, and writable (checked before any work, since the
+    job copies its record there only when it has finished).
+
+    Raises:
+        ConfigError: a file there, or no write access to the folder or the nearest existing folder above it.
+    """
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"resume.archive_dir={str(folder)!r} is a file, not a folder. Fix: resume.archive_dir=<folder> "
+                          "(e.g. docs/replication_v2/records) or null (no records archive)")
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"resume.archive_dir={str(folder)!r}: no write access to {str(existing)!r}. Fix: a folder you "
+                          "can write (e.g. docs/replication_v2/records in your checkout) or null (no records archive)")
+
+
 def validate(cfg: DictConfig) -> None:
     """Checks that need no file and no weights (a URL in a path field may cost one short network probe).
 
@@ -77,6 +96,8 @@ def validate(cfg: DictConfig) -> None:
     if archive is not None and (not isinstance(archive, str) or not archive.strip()):
         raise ConfigError(f"resume.archive_dir={archive!r} is not a folder path. Fix: resume.archive_dir=<folder> "
                           "(e.g. docs/replication_v2/records) or null (no records archive)")
+    if archive is not None:
+        _check_archive_dir(Path(archive))
     validate_row_order_seed((cfg.get("perturb") or {}).get("row_order_seed"))
     validate_selection(cfg.get("selection"), cfg.dataset)
     kl_windows = cfg.eval.get("kl_windows", 4)

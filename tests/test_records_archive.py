@@ -4,6 +4,7 @@ where its sweep folders and ``multirun/.index`` are gone, and the report reads t
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -51,6 +52,22 @@ def test_a_failed_or_foreign_record_in_the_archive_is_not_a_finished_job(tmp_pat
 def test_bad_archive_dir_is_one_line(value):
     with pytest.raises(ConfigError, match=r"resume.archive_dir=.* is not a folder path. Fix: resume.archive_dir=<folder>"):
         job.validate(compose_cfg([f"resume.archive_dir={value}"]))
+
+
+def test_archive_dir_that_is_a_file_or_not_writable_is_refused_before_work(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match=r"resume.archive_dir=.*file' is a file, not a folder. Fix:"):
+        job.validate(compose_cfg([f"resume.archive_dir={tmp_path / 'file'}"]))
+    # no write access (root ignores mode bits, so that case is simulated through os.access)
+    real_access = os.access
+    os.access = lambda path, mode: False if str(path).endswith("locked") else real_access(path, mode)
+    try:
+        (tmp_path / "locked").mkdir()
+        with pytest.raises(ConfigError, match=r"no write access to .*locked'. Fix:"):
+            job.validate(compose_cfg([f"resume.archive_dir={tmp_path / 'locked' / 'records'}"]))
+    finally:
+        os.access = real_access
+    job.validate(compose_cfg([f"resume.archive_dir={tmp_path / 'new' / 'records'}"]))  # creatable: accepted
 
 
 def test_new_checkout_resumes_from_the_archive_and_reports_it(tiny_model_dir, tiny_corpus, tmp_path):
