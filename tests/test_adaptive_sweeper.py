@@ -208,45 +208,47 @@ def test_adaptive_rounds_are_slurm_job_arrays(tiny_model_dir, tiny_corpus, tmp_p
     assert len(set(arrays)) == 2 and sorted(arrays.count(a) for a in set(arrays)) == [2, 4]
 
 
-def test_replication_adaptive_is_replication_cpus_grid_under_the_adaptive_sweeper():
-    """experiment=replication_adaptive: the same jobs as replication_cpu (same config, so its finished jobs are
-    skipped by config key), its seed range dropped, the documented targets."""
+def _adaptive_and_fixed(adaptive_experiment: str, fixed_experiment: str, cell: list[str]):
+    """``(sweeper config, adaptive job config without hydra, fixed job config)`` of one cell, composed."""
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
-    cell = ["method=sparsegpt", "dataset=offline_news", "seed=4"]
     with initialize_config_module(config_module="calib_sweep.conf", version_base="1.3"):
-        adaptive = compose(config_name="config", overrides=["experiment=replication_adaptive", *cell],
+        adaptive = compose(config_name="config", overrides=[f"experiment={adaptive_experiment}", *cell],
                            return_hydra_config=True)
-        fixed = compose(config_name="config", overrides=["experiment=replication_cpu", *cell])
+        fixed = compose(config_name="config", overrides=[f"experiment={fixed_experiment}", *cell])
     sweeper = adaptive.hydra.sweeper
+    del adaptive.hydra
+    return sweeper, OmegaConf.to_container(adaptive, resolve=True), OmegaConf.to_container(fixed, resolve=True)
+
+
+def test_replication_adaptive_is_replication_cpus_grid_under_the_adaptive_sweeper():
+    """experiment=replication_adaptive: the same jobs as replication_cpu (same config, so its finished jobs are
+    skipped by config key), its seed range dropped, the documented targets."""
+    from omegaconf import OmegaConf
+
+    sweeper, adaptive, fixed = _adaptive_and_fixed("replication_adaptive", "replication_cpu",
+                                                   ["method=sparsegpt", "dataset=offline_news", "seed=4"])
     assert sweeper._target_ == "hydra_plugins.calib_adaptive.AdaptiveSweeper"
     assert OmegaConf.to_container(sweeper.targets) == {"perplexity": 0.01, "mean_acc": 0.01}
     assert (sweeper.min_sets, sweeper.max_sets) == (3, 10) and sweeper.params.seed is None
     assert sweeper.params.method == "gptq,sparsegpt,wanda,rtn,magnitude"
-    del adaptive.hydra
-    assert OmegaConf.to_container(adaptive, resolve=True) == OmegaConf.to_container(fixed, resolve=True)
+    assert adaptive == fixed
 
 
 def test_replication_adaptive_v2_is_replication_cpu_v2s_jobs_under_the_adaptive_sweeper():
     """experiment=replication_adaptive_v2: replication_cpu_v2's jobs (the same config, so its archived records
     are skipped and count), the documented targets and 3-10 sets."""
-    from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
     cell = ["method=gptq", "method.static_groups=false", "method.w_bits=3", "method.group_size=64",
             "method.symmetric=false", "dataset=offline_news", "seed=7"]
-    with initialize_config_module(config_module="calib_sweep.conf", version_base="1.3"):
-        adaptive = compose(config_name="config", overrides=["experiment=replication_adaptive_v2", *cell],
-                           return_hydra_config=True)
-        fixed = compose(config_name="config", overrides=["experiment=replication_cpu_v2", *cell])
-    sweeper = adaptive.hydra.sweeper
+    sweeper, adaptive, fixed = _adaptive_and_fixed("replication_adaptive_v2", "replication_cpu_v2", cell)
     assert sweeper._target_ == "hydra_plugins.calib_adaptive.AdaptiveSweeper"
     assert OmegaConf.to_container(sweeper.targets) == {"perplexity": 0.01, "mean_acc": 0.01}
     assert (sweeper.min_sets, sweeper.max_sets) == (3, 10)
-    assert adaptive.resume.archive_dir == "docs/replication_v2/records"
-    del adaptive.hydra
-    assert OmegaConf.to_container(adaptive, resolve=True) == OmegaConf.to_container(fixed, resolve=True)
+    assert adaptive["resume"]["archive_dir"] == "docs/replication_v2/records"
+    assert adaptive == fixed
 
 
 def test_report_table_marks_cells_below_target_and_unfinished_ones(tmp_path):

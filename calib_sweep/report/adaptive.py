@@ -42,20 +42,14 @@ def states(paths: Iterable[str | Path]) -> list[tuple[Path, dict]]:
             record = read_state(marker.parent)
             if record is not None and isinstance(record.get("cells"), list):
                 found[marker.parent.resolve()] = (marker.stat().st_mtime, record)
-    latest: dict[str, tuple[float, Path, dict, list[str]]] = {}
-    for folder, (mtime, record) in sorted(found.items()):
-        key = _signature(record)
-        if key in latest:
-            kept_mtime, kept, kept_record, earlier = latest[key]
-            if mtime >= kept_mtime:
-                latest[key] = (mtime, folder, record, [*earlier, kept.name])
-            else:
-                earlier.append(folder.name)
-        else:
-            latest[key] = (mtime, folder, record, [])
+    groups: dict[str, list[tuple[float, Path, dict]]] = {}
+    for folder, (mtime, record) in found.items():
+        groups.setdefault(_signature(record), []).append((mtime, folder, record))
     out = []
-    for _, folder, record, earlier in latest.values():
-        out.append((folder, {**record, "superseded": sorted(earlier)} if earlier else record))
+    for group in groups.values():
+        _, folder, record = max(group, key=lambda item: (item[0], str(item[1])))
+        earlier = sorted(other.name for _, other, _ in group if other != folder)
+        out.append((folder, {**record, "superseded": earlier} if earlier else record))
     return sorted(out, key=lambda item: item[0])
 
 
