@@ -15,7 +15,9 @@ groups of n = 3, 5, 10 calibration sets answer the same 600 items; item i is cor
 ``N(0, 0.3^2)``: about 2 or 5 accuracy points of SD across sets; ``mu_a = 0.2``, ``mu_b = 0``), the interval
 the report's (:func:`calib_sweep.report.paired.expanded` percentile), and the true difference is the expected
 accuracy difference over items and sets (Monte Carlo, 4 million draws). The report emits the paired interval
-from :data:`calib_sweep.report.paired.MIN_SETS` sets.
+from :data:`calib_sweep.report.paired.MIN_SETS` sets.  A third case checks the method pairs calibrated on the
+same sets (``sets_paired=True``): both groups share each set's effect ``s ~ N(0, 0.3^2)`` and add their own
+set-by-method effect ``N(0, 0.1^2)``, and one set draw serves both groups.
 
 Usage: ``python bench/ci_coverage.py [--replicates 10000] [--seed 0] [--paired-replicates 400]``; about
 2 s on one core, plus about 30 s for the paired rows (0 skips them).
@@ -47,6 +49,7 @@ LOG_SD = 0.25
 PAIRED_NS = (3, 5, 10)
 ITEMS, ITEM_SD, MU_A, MU_B = 600, 1.5, 0.2, 0.0
 SET_SDS = (0.1, 0.3)  # logit SD of a calibration set's effect: about 2 and 5 accuracy points
+SHARED_SET_SD, INTERACTION_SD = 0.3, 0.1  # same-sets case: a set effect both groups share, and each group's own
 
 
 def distributions():
@@ -106,6 +109,36 @@ def paired_coverage(replicates: int, seed: int) -> list[tuple[str, str, int, flo
                 low, high, _ = percentile_summary(expanded(effect, diffs, n))
                 hits += low <= truth <= high
             rows.append(("paired bootstrap", f"items, set logit SD {set_sd}", n, hits / replicates, n >= MIN_SETS))
+    rows += _same_sets_coverage(replicates, seed)
+    return rows
+
+
+def _same_sets_coverage(replicates: int, seed: int) -> list[tuple[str, str, int, float, bool]]:
+    """Rows for two groups calibrated on the same sets (``sets_paired=True``, see the module docstring)."""
+    from calib_sweep.report.paired import MIN_SETS, bootstrap_difference, expanded, percentile_summary
+
+    truth_rng = np.random.default_rng(seed + 3000)
+    d = truth_rng.normal(0, ITEM_SD, 4_000_000)
+    s = truth_rng.normal(0, SHARED_SET_SD, 4_000_000)
+    ea, eb = truth_rng.normal(0, INTERACTION_SD, (2, 4_000_000))
+    truth = 100 * float(np.mean(_sigmoid(d + s + ea + MU_A)) - np.mean(_sigmoid(d + s + eb + MU_B)))
+    rows = []
+    for k, n in enumerate(PAIRED_NS):
+        rng = np.random.default_rng(seed + 4000 + k)
+        hits = 0
+        for _ in range(replicates):
+            items = rng.normal(0, ITEM_SD, ITEMS)
+            shared = rng.normal(0, SHARED_SET_SD, (n, 1))
+            groups = []
+            for mu in (MU_A, MU_B):
+                p = _sigmoid(items[None, :] + shared + rng.normal(0, INTERACTION_SD, (n, 1)) + mu)
+                groups.append({"task": (rng.random((n, ITEMS)) < p).astype(np.float64)})
+            effect, diffs = bootstrap_difference(*groups, replicates=1000, seed=int(rng.integers(1 << 31)),
+                                                 sets_paired=True)["task"]
+            low, high, _ = percentile_summary(expanded(effect, diffs, n))
+            hits += low <= truth <= high
+        rows.append(("paired bootstrap", f"same sets, SD {SHARED_SET_SD}+{INTERACTION_SD}", n, hits / replicates,
+                     n >= MIN_SETS))
     return rows
 
 

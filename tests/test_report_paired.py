@@ -333,3 +333,61 @@ def test_expanded_interval_widens_by_the_small_n_factor():
         out = expanded(0.5, diffs, n)
         assert np.mean(out) == pytest.approx(0.5) and np.std(out) == pytest.approx(factor * np.std(diffs))
     assert 2.6 < math.sqrt(1.5) * t.ppf(0.975, 2) / norm.ppf(0.975) < 2.7  # n = 3: 2.69x as wide
+
+
+def test_same_sets_bootstrap_equals_a_loop_with_one_set_draw_for_both_groups():
+    rng = np.random.default_rng(11)
+    a = {"boolq": rng.integers(0, 2, (4, 9)).astype(np.uint8)}
+    b = {"boolq": rng.integers(0, 2, (4, 9)).astype(np.uint8)}
+    fast = bootstrap_difference(a, b, replicates=200, sets_paired=True)
+    draw = np.random.default_rng(0)  # documented order: sets (once), then items
+    sets = draw.integers(0, 4, size=(200, 4))
+    items = draw.integers(0, 9, size=(200, 9))
+    slow = [100 * (a["boolq"][sets[r]][:, items[r]].mean() - b["boolq"][sets[r]][:, items[r]].mean()) for r in range(200)]
+    np.testing.assert_allclose(fast["boolq"][1], slow, rtol=0, atol=1e-10)
+    with pytest.raises(ValueError, match="sets_paired needs the same calibration sets on both sides, got 4 and 3"):
+        bootstrap_difference(a, {"boolq": b["boolq"][:3]}, sets_paired=True)
+
+
+def test_shared_set_effect_cancels_when_the_sets_are_paired():
+    # set j makes items 0..k_j wrong for both methods (a big shared set effect); method a is right on exactly
+    # one more item than b on every set: the difference is 1 item in 100 on every set
+    rng = np.random.default_rng(5)
+    base = (rng.random((5, 100)) < 0.6).astype(np.uint8)
+    for j, k in enumerate((0, 10, 20, 30, 40)):
+        base[j, :k] = 0
+    a, b = base.copy(), base.copy()
+    a[:, 99], b[:, 99] = 1, 0
+    paired = bootstrap_difference({"t": a}, {"t": b}, sets_paired=True)["t"]
+    unpaired = bootstrap_difference({"t": a}, {"t": b})["t"]
+    assert paired[0] == unpaired[0] == pytest.approx(1.0)
+    lo_p, hi_p, p_p = percentile_summary(expanded(*paired, 5))
+    lo_u, hi_u, _ = percentile_summary(expanded(*unpaired, 5))
+    assert hi_p - lo_p < 0.25 * (hi_u - lo_u)  # the shared set effect is gone from the paired interval
+    assert lo_u < 0 < hi_u  # unpaired: the 1-point effect is lost in the set spread
+
+
+def test_report_compares_methods_on_the_same_source_paired_by_set(tmp_path):
+    rng = np.random.default_rng(8)
+    sweep, num = tmp_path / "s", 0
+    answers = {}
+    for method in ("sparsegpt", "wanda", "gptq"):
+        for seed in range(3):
+            items = {"boolq": (rng.random(40) < 0.6).astype(np.uint8)}
+            answers.setdefault(method, []).append(items["boolq"])
+            sha = f"set{seed}" if method != "gptq" else f"other{seed}"  # gptq ran on other sets
+            _job_with_items(sweep, num, method, "c4", seed, items, sha=sha)
+            num += 1
+    files = write_report([sweep], tmp_path / "r", wandb=False, say=lambda _: None)
+    rows = {(r.a, r.b): r for r in files.summary.paired.comparisons if r.table == "method_comparisons"}
+    assert sorted(rows) == [("gptq", "sparsegpt"), ("gptq", "wanda"), ("sparsegpt", "wanda")]
+    sw = rows[("sparsegpt", "wanda")]
+    assert (sw.method, sw.source, sw.sets_paired, sw.n_sets_a, sw.n_items) == ("–", "c4", True, 3, 40)
+    assert rows[("gptq", "wanda")].sets_paired is False
+    a, b = np.stack(answers["sparsegpt"]), np.stack(answers["wanda"])
+    effect, diffs = bootstrap_difference({"boolq": a}, {"boolq": b}, sets_paired=True)["boolq"]
+    assert sw.effect == pytest.approx(100 * (a.mean() - b.mean()))
+    assert (sw.ci_low, sw.ci_high, sw.p) == pytest.approx(percentile_summary(expanded(effect, diffs, 3)))
+    csv_rows = [r for r in _csv(tmp_path / "r" / "paired_comparisons.csv") if r["table"] == "method_comparisons"]
+    assert {(r["a"], r["b"], r["source"], r["sets_paired"]) for r in csv_rows} >= {("sparsegpt", "wanda", "c4", "True")}
+    assert "| method | toy-7b | – | c4 |" in files.markdown.read_text()

@@ -13,12 +13,15 @@ mean accuracy over the tasks, its SE ``sqrt(sum_t p_t (1 - p_t) / n_t) / T``.
 
 **Paired comparisons** (:class:`PairedRow`, ``paired_comparisons.csv``): for the pairs of groups the report
 compares (:mod:`calib_sweep.report.evidence`: sources within a method, selection strategies within a method x
-source), per task and (with two or more tasks) for the mean accuracy over the tasks, the difference ``a - b`` in accuracy points on the
+source) and for every pair of data-dependent methods run on the same source, sample size and variant
+(``table = method_comparisons``, e.g. SparseGPT vs Wanda on offline_news), per task and (with two or more tasks) for the mean accuracy over the tasks, the difference ``a - b`` in accuracy points on the
 items shared by every job of both groups, with a two-way bootstrap (Davison & Hinkley 1997, *Bootstrap Methods
 and their Application*, sec. 3.8, resampling both random factors of a crossed design): each of
 :data:`REPLICATES` replicates draws the calibration sets (jobs) of each group with replacement, and the shared
 items with replacement, **the same item draw for both groups** (the pairing: an item that is hard for both
-cancels out of the difference).  The interval is the 95% percentile interval of the replicate differences,
+cancels out of the difference).  Where the two groups were calibrated on the same sets (a method pair whose jobs
+have the same calibration-set token SHA-256s, seed for seed: ``sets_paired``), one set draw serves both groups,
+so a hard calibration set also cancels out.  The interval is the 95% percentile interval of the replicate differences,
 expanded for the few sets a study runs (:func:`expanded`: spread about the effect by
 ``sqrt(n/(n-1)) t_{n-1}/z``; the plain interval undercovers at n = 3-5); ``p``
 is the two-sided bootstrap p ``2 min(P(d <= 0), P(d >= 0))``, floored at ``1 / REPLICATES`` and capped at 1.
@@ -27,7 +30,7 @@ strategy whose calibration sets are random's own (``n/a (not independent: ...)``
 
 **Random numbers.** Each pair has its own ``numpy.random.default_rng(SEED)``, so a row does not depend on the
 others; the draws, in order: ``rng.integers(0, J_a, (B, J_a))`` (sets of ``a``), ``rng.integers(0, J_b, (B, J_b))``
-(sets of ``b``), then per task in name order ``rng.integers(0, n_t, (B, n_t))`` (items).  The mean row uses the
+(sets of ``b``; not drawn when ``sets_paired``: ``b`` reuses ``a``'s), then per task in name order ``rng.integers(0, n_t, (B, n_t))`` (items).  The mean row uses the
 same draws as the task rows: the mean over tasks of each replicate's per-task differences.
 
 **Jobs without items.npz** (runs from before issue 27 item 4, or zero-shot off) are skipped and counted
@@ -94,8 +97,10 @@ class PairedRow:
     """One paired comparison ``a - b`` of accuracy for one task (or :data:`MEAN_TASK`).
 
     Attributes:
-        table: ``source_comparisons`` or ``strategy_comparisons`` (which report pairs it follows);
-        method: as in that table (``<method> / <source>`` for strategies); a / b: the sources or strategies;
+        table: ``source_comparisons``, ``strategy_comparisons`` (the report's pairs it follows) or
+        ``method_comparisons``; method: as in that table (``<method> / <source>`` for strategies, ``–`` for method
+        pairs); a / b: the sources, strategies or methods; source: the shared source of a method pair, else None;
+        sets_paired: both groups ran on the same calibration sets and are resampled together;
         variant: the group's variant (other settings for strategies); n_sets_a / n_sets_b: jobs with items;
         n_items: shared items (summed over tasks for the mean row); effect: ``100 * (acc_a - acc_b)`` on the
         shared items, accuracy points; ci_low / ci_high: 95% percentile two-way bootstrap interval, points;
@@ -121,6 +126,8 @@ class PairedRow:
     p: float | None = None
     replicates: int = REPLICATES
     na: str | None = None
+    source: str | None = None
+    sets_paired: bool = False
 
     @property
     def ci_text(self) -> str:
@@ -175,7 +182,7 @@ def _resampled_accuracy(correct: np.ndarray, set_weights: np.ndarray, item_weigh
 
 
 def bootstrap_difference(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], replicates: int = REPLICATES,
-                         seed: int = SEED) -> dict[str, tuple[float, np.ndarray]]:
+                         seed: int = SEED, sets_paired: bool = False) -> dict[str, tuple[float, np.ndarray]]:
     """Two-way paired bootstrap of ``acc_a - acc_b`` (points) per task and for the mean over the tasks.
 
     Args:
@@ -183,20 +190,26 @@ def bootstrap_difference(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray
             columns in both); every task in both, ``n_t >= 1``, at least one job each.
         replicates: B.
         seed: of ``numpy.random.default_rng``; the draw order is the module docstring's.
+        sets_paired: row j of ``a`` and of ``b`` come from the same calibration set (equal job counts): one set
+            draw serves both groups.
 
     Returns:
         task (and :data:`MEAN_TASK`) -> ``(effect on the data, float64 [B] replicate differences)``, points.
 
     Raises:
-        ValueError: the tasks or item counts of ``a`` and ``b`` differ, or a task has no item.
+        ValueError: the tasks or item counts of ``a`` and ``b`` differ, a task has no item, or ``sets_paired``
+            with different job counts.
     """
     tasks = sorted(a)
     if sorted(b) != tasks or not tasks:
         raise ValueError(f"paired: tasks differ ({sorted(a)} vs {sorted(b)}); pass the shared tasks only")
     rng = np.random.default_rng(seed)
     ja, jb = next(iter(a.values())).shape[0], next(iter(b.values())).shape[0]
+    if sets_paired and ja != jb:
+        raise ValueError(f"paired: sets_paired needs the same calibration sets on both sides, got {ja} and {jb} "
+                         "jobs; pass sets_paired=False")
     va = _counts(rng.integers(0, ja, size=(replicates, ja)), ja)
-    vb = _counts(rng.integers(0, jb, size=(replicates, jb)), jb)
+    vb = va if sets_paired else _counts(rng.integers(0, jb, size=(replicates, jb)), jb)
     out: dict[str, tuple[float, np.ndarray]] = {}
     for task in tasks:
         ca, cb = a[task], b[task]
@@ -294,8 +307,34 @@ class _Loader:
 
 
 def _group_records(group: Group, load: _Loader) -> list[dict[str, ItemRecords]]:
+    return [r for _, r in _group_jobs_with_records(group, load)]
+
+
+def _group_jobs_with_records(group: Group, load: _Loader) -> list[tuple[Job, dict[str, ItemRecords]]]:
+    """(job, its item records) for the group's finished first runs with items, in seed order."""
     jobs = sorted((j for j in group.jobs if j.status == "ok" and not j.repeat), key=lambda j: (j.seed is None, j.seed or 0))
-    return [r for r in (load(j) for j in jobs) if r]
+    return [(j, r) for j, r in ((j, load(j)) for j in jobs) if r]
+
+
+def _same_sets(ja: list[Job], jb: list[Job]) -> bool:
+    """Both lists ran on the same calibration sets in the same order (every token SHA-256 known and equal)."""
+    sa, sb = [j.calibration_sha256 for j in ja], [j.calibration_sha256 for j in jb]
+    return len(sa) == len(sb) and all(sa) and sa == sb
+
+
+def _method_pairs(groups: list[Group]) -> list[tuple[str, str, Group, Group]]:
+    """(source, group a, group b): data-dependent method pairs on the same model, source, sample size
+    and variant, methods in name order; selection sweeps are left to the strategy pairs."""
+    cells: dict[tuple, dict[str, Group]] = {}
+    for g in groups:
+        if g.jobs and any(k.startswith("selection.") for k, _ in g.jobs[0].variant_items):
+            continue
+        cells.setdefault((g.model, g.source, g.n_samples, g.seq_len, g.variant), {})[g.method] = g
+    out = []
+    for (_, source, *_), by_method in sorted(cells.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
+        names = sorted(by_method)
+        out += [(source, by_method[a], by_method[b]) for i, a in enumerate(names) for b in names[i + 1:]]
+    return out
 
 
 def _pairs(groups: list[Group], evidence: Any) -> list[tuple[str, tuple, str, str, Group, Group, str | None]]:
@@ -331,7 +370,8 @@ def _pairs(groups: list[Group], evidence: Any) -> list[tuple[str, tuple, str, st
     return out
 
 
-def _paired_rows(table: str, head: tuple, a: str, b: str, ra: list, rb: list, reason: str | None = None) -> list[PairedRow]:
+def _paired_rows(table: str, head: tuple, a: str, b: str, ra: list, rb: list, reason: str | None = None,
+                 source: str | None = None, sets_paired: bool = False) -> list[PairedRow]:
     tasks = sorted(set.intersection(*(set(r) for r in ra + rb)))
     ca, cb = {}, {}
     for task in tasks:
@@ -346,12 +386,12 @@ def _paired_rows(table: str, head: tuple, a: str, b: str, ra: list, rb: list, re
     small = min(len(ra), len(rb))
     na = reason or (f"n/a (n={small} < {MIN_SETS})" if small < MIN_SETS else None)
     rows = []
-    for task, (effect, diffs) in bootstrap_difference(ca, cb).items():
+    for task, (effect, diffs) in bootstrap_difference(ca, cb, sets_paired=sets_paired).items():
         if task == MEAN_TASK and len(ca) < 2:
             continue
         low, high, p = (None, None, None) if na else percentile_summary(expanded(effect, diffs, small))
         rows.append(PairedRow(table, model, method, n, seq, variant, a, b, task, len(ra), len(rb), n_items[task],
-                              effect, low, high, p, REPLICATES, na))
+                              effect, low, high, p, REPLICATES, na, source, sets_paired))
     return rows
 
 
@@ -378,6 +418,12 @@ def compute(groups: list[Group], evidence: Any = None, data_free: Iterable[str] 
         ra, rb = records.get(ga.key), records.get(gb.key)
         if ra and rb:
             result.comparisons += _paired_rows(table, head, a, b, ra, rb, reason)
+    for source, ga, gb in _method_pairs([g for g in kept if records[g.key]]):
+        ja, jb = _group_jobs_with_records(ga, load), _group_jobs_with_records(gb, load)
+        head = (ga.model, "–", ga.n_samples, ga.seq_len, ga.variant)
+        result.comparisons += _paired_rows("method_comparisons", head, ga.method, gb.method, [r for _, r in ja],
+                                           [r for _, r in jb], source=source,
+                                           sets_paired=_same_sets([j for j, _ in ja], [j for j, _ in jb]))
     result.skipped = list(load.skipped)
     result.unreadable = sorted(load.unreadable.items())
     result.with_items = sum(1 for v in load.cache.values() if v)
@@ -457,16 +503,19 @@ def tables(paired: PairedItems | None) -> list:
         anchor="item-noise"))
     out.append(Table(
         "Paired comparisons on shared items (sets and items resampled together)",
-        ["table", "model", "method", "n×len", "variant", "a", "b", "task", "sets a", "sets b", "items",
-         "a − b (points)", "95% CI (points)", "p (bootstrap)"],
-        [[r.table.replace("_comparisons", ""), r.model, r.method, f"{r.n_samples}×{r.seq_len}", r.variant or "–", r.a,
-          r.b, r.task, str(r.n_sets_a), str(r.n_sets_b), str(r.n_items), f"{r.effect:+.2f}", r.ci_text,
-          "–" if r.p is None else f"{r.p:.4f}"] for r in paired.comparisons],
+        ["table", "model", "method", "source", "n×len", "variant", "a", "b", "task", "sets a", "sets b", "same sets",
+         "items", "a − b (points)", "95% CI (points)", "p (bootstrap)"],
+        [[r.table.replace("_comparisons", ""), r.model, r.method, r.source or "–", f"{r.n_samples}×{r.seq_len}",
+          r.variant or "–", r.a, r.b, r.task, str(r.n_sets_a), str(r.n_sets_b), "yes" if r.sets_paired else "no",
+          str(r.n_items), f"{r.effect:+.2f}", r.ci_text, "–" if r.p is None else f"{r.p:.4f}"]
+         for r in paired.comparisons],
         note=("Every job answers the same zero-shot items, so each of the "
               f"{REPLICATES} bootstrap replicates redraws the calibration sets of each group with replacement and one "
               "sample of the shared items with replacement that both groups use, which removes the items' own "
               "difficulty from the difference while keeping both the set-to-set and the item-sampling noise in the "
-              "interval. The interval is the 95% percentile interval of the replicate differences, expanded for the few "
+              "interval. Method pairs (table method) calibrated on the same sets (same sets: yes) share the set "
+              "draw too, so a hard calibration set cancels out as a hard item does. The interval is the 95% percentile "
+              "interval of the replicate differences, expanded for the few "
               "sets a study runs (spread about the effect by sqrt(n/(n-1)) t_{n-1}/z, Hesterberg 2015; it covers at "
               "least 93% at n = 3-10, bench/ci_coverage.py), and p the "
               f"two-sided bootstrap p (numpy default_rng({SEED}) per pair; groups with fewer than {MIN_SETS} sets: "
