@@ -78,6 +78,21 @@ def test_selection_experiment_draws_every_strategy_from_the_same_share():
     replication = config_key(resolved("experiment=replication_cpu", *job), "torch.float32")
     assert config_key(resolved("experiment=selection", "selection=random", *job), "torch.float32") != replication
     assert resolved("experiment=replication_cpu", *job)["selection"]["pool_factor"] == 1
+    # and every one of those configs passes the job's own validation (random at pool_factor 4 was refused once)
+    for option in ("random", "dedup", "length", "zipf_diversity", "outlier_coverage"):
+        cfg = compose_cfg(["experiment=selection", f"selection={option}", *job])
+        validate_selection(cfg.selection, cfg.dataset)
+
+
+def test_random_with_a_pool_takes_the_first_n_of_its_share(word_tokenizer):
+    # pool_factor 4: seed 1's share is slots [32, 64) of the permutation, the set its first 8 in that order,
+    # the same windows the other strategies choose from (issue 27 item 6)
+    docs = docs_of([900] * 80)
+    pooled = draw_calibration_set(docs, word_tokenizer, 8, 128, 1, "src", selection={"name": "random", "pool_factor": 4})
+    wide = draw_calibration_set(docs, word_tokenizer, 32, 128, 1, "src")  # seed 1 of n=32: the same 32 slots
+    assert torch.equal(pooled.input_ids, wide.input_ids[:8])
+    plain = draw_calibration_set(docs, word_tokenizer, 8, 128, 1, "src")  # seed 1 at pool 1: slots [8, 16)
+    assert not torch.equal(pooled.input_ids, plain.input_ids)
 
 
 # ----------------------------------------------------------------------- each strategy, hand-made
@@ -188,7 +203,6 @@ def test_pool_too_small_says_how_many_sets(word_tokenizer):
     ({"name": "best"}, r"selection.name='best' is unknown. Fix: selection=<one of \['activation_diversity', 'dedup'"),
     ({"name": "perplexity", "band": "top"}, r"selection.band='top' is unknown. Fix: selection.band=<one of \['low', 'mid', 'high'\]>"),
     ({"name": "perplexity", "bnd": "low"}, r"selection.bnd is not a parameter of selection=perplexity. Fix: use one of"),
-    ({"name": "random", "pool_factor": 4}, r"selection.pool_factor=4 with selection=random .* Fix: selection.pool_factor=1"),
     ({"name": "dedup", "pool_factor": 0}, r"selection.pool_factor=0 must be an integer >= 1. Fix: selection.pool_factor=2 "),
     ({"name": "random", "pool_factor": -1}, r"selection.pool_factor=-1 must be an integer >= 1. Fix: selection.pool_factor=1 "),
     ({"name": "length", "pool_factor": 2.5}, r"selection.pool_factor=2.5 must be an integer >= 1. Fix: selection.pool_factor=4 "),

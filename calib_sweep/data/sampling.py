@@ -330,7 +330,7 @@ def draw_calibration_set(
     from calib_sweep.data import selection as selections
 
     strategy, params = selections.resolve(selection)
-    if strategy.name != "random":
+    if strategy.name != "random" or params["pool_factor"] != 1:  # random from a pool: its share's first n
         return _select_calibration_set(
             docs, tokenizer, n_samples, seq_len, seed, source, permutation_seed, allow_fewer, bos_token_id,
             separator_token_id, strategy, params, model,

@@ -139,8 +139,10 @@ def resolve(selection_cfg: Any) -> tuple[Strategy, dict[str, Any]]:
     ``None`` (a config from before the group existed) means ``random``.
 
     Raises:
-        ConfigError: unknown strategy, unknown parameter, ``pool_factor`` not an integer >= 1 (it must be
-            1 for ``random`` and at least 2 for the others, which would otherwise take the whole share), or a
+        ConfigError: unknown strategy, unknown parameter, ``pool_factor`` not an integer >= 1 (at least 2
+            for the strategies that choose, which would otherwise take the whole share; ``random`` takes the
+            first ``n`` of its share in permutation order, so ``pool_factor`` > 1 makes it the paired reference
+            of experiment=selection, drawn from the strategies' own pool), or a
             value the strategy's validator refuses; one line naming the fix.
     """
     from omegaconf import OmegaConf
@@ -161,10 +163,6 @@ def resolve(selection_cfg: Any) -> tuple[Strategy, dict[str, Any]]:
         raise ConfigError(
             f"selection.pool_factor={factor!r} must be an integer >= 1. "
             f"Fix: selection.pool_factor={default} (the default of selection={strategy.name})."
-        )
-    if strategy.name == "random" and factor != 1:
-        raise ConfigError(
-            f"selection.pool_factor={factor} with selection=random would only waste windows. Fix: selection.pool_factor=1."
         )
     if strategy.name != "random" and factor < 2:
         # n of n candidates is the whole share: the random set, recorded under another strategy's name
