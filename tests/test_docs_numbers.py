@@ -1,10 +1,11 @@
-"""Docs that cannot drift (issue 27 item 7): every number quoted in docs/replication/README.md and
-docs/selection/README.md's findings is recomputed here from the committed CSV it cites and must appear
-in the README as written."""
+"""Docs that cannot drift (issue 27 item 7): every number quoted in docs/replication/README.md,
+docs/replication_v2/README.md and docs/selection/README.md's findings is recomputed here from the
+committed CSV it cites and must appear in the README as written."""
 
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import pytest
@@ -28,14 +29,25 @@ def _readme(folder: str) -> str:
     return " ".join((DOCS / folder / "README.md").read_text().split())
 
 
-def _stat(method, source, metric, column, scale=1.0):
-    return float(_one(_rows("replication", "summary.csv"), method=method, source=source, metric=metric,
+V2_SOURCES = ["offline_news", "offline_science", "offline_wikipedia"]
+ACC, PPL = "zeroshot/mean_acc", "perplexity/offline_wikipedia"
+NAMES = (("GPTQ", "gptq"), ("SparseGPT", "sparsegpt"), ("Wanda", "wanda"))
+
+
+def _stat(method, source, metric, column, scale=1.0, folder="replication"):
+    return float(_one(_rows(folder, "summary.csv"), method=method, source=source, metric=metric,
                       n_samples=16)[column]) * scale
 
 
-def _sd_range(method, metric, scale):
-    values = [_stat(method, s, metric, "sd", scale) for s in SOURCES]
+def _sd_range(method, metric, scale, folder="replication", column="sd"):
+    sources = SOURCES if folder == "replication" else V2_SOURCES
+    values = [_stat(method, s, metric, column, scale, folder) for s in sources]
     return min(values), max(values)
+
+
+def _pct(rows, method, metric, k):
+    share = 100 * float(_one(rows, method=method, metric=metric, n_samples=16)["share_" + k])
+    return f"{share:.0f}%" if share >= 1 else f"{share:.1g}%"
 
 
 def replication_claims() -> list[str]:
@@ -99,6 +111,98 @@ def replication_claims() -> list[str]:
     return out
 
 
+def replication_v2_claims() -> list[str]:
+    v2 = "replication_v2"
+    out = []
+    for name, method in NAMES:
+        lo, hi = _sd_range(method, ACC, 100, v2)
+        out.append(f"{name} {lo:.2f}-{hi:.2f}")
+        lo, hi = _sd_range(method, PPL, 1, v2)
+        out.append(f"{lo:.2f}-{hi:.2f} ({name})")
+        lo, hi = _sd_range(method, ACC, 100, v2, "range")
+        out.append(f"range {lo:.2f}-{hi:.2f} ({name})")
+    for metric in (ACC, PPL):
+        wider = sum(_stat("gptq", s, metric, "sd", folder=v2) > _stat("sparsegpt", s, metric, "sd", folder=v2)
+                    for s in V2_SOURCES)
+        out.append(f"larger than SparseGPT's on {wider} of 3 sources ({'mean accuracy' if metric == ACC else 'perplexity'})")
+    bf = {(r["source"], r["metric"]): r for r in _rows(v2, "dispersion_tests.csv")}
+    for metric, word in ((PPL, "different"), (ACC, "inconclusive")):
+        ps = ", ".join(f"{float(bf[(s, metric)]['p']):.2g}" for s in V2_SOURCES)
+        out.append(f"p = {ps}")
+        assert all(bf[(s, metric)]["verdict"].startswith(word) for s in V2_SOURCES)
+    ratios = {re.search(r"SD ratio ([\d.]+)", bf[(s, ACC)]["verdict"]).group(1) for s in V2_SOURCES}
+    assert len(ratios) == 1
+    out.append(f"MDE SD ratio {ratios.pop()}")
+    ranges = []
+    for name, method, source in (("GPTQ", "gptq", "offline_wikipedia"), ("GPTQ", "gptq", "offline_news"),
+                                 ("SparseGPT", "sparsegpt", "offline_news"), ("Wanda", "wanda", "offline_science")):
+        metric = "zeroshot/arc_easy/acc"
+        ranges.append(f"{name} {_stat(method, source, metric, 'min', 100, v2):.2f}-{_stat(method, source, metric, 'max', 100, v2):.2f}")
+    out += ranges
+    comparisons = _rows(v2, "source_comparisons.csv")
+    verdicts = [r["verdict"].split(" ")[0] for r in comparisons]
+    out.append(f"{verdicts.count('different')} of {len(comparisons)} source pairs are `different`, "
+               f"{verdicts.count('equivalent')} `equivalent`, {verdicts.count('inconclusive')} `inconclusive`")
+    pair = lambda m, a, b, metric=PPL: _one(comparisons, method=m, source_a=a, source_b=b, metric=metric)  # noqa: E731
+    holm = lambda m, a, b, metric=PPL: f"Holm p = {float(pair(m, a, b, metric)['p_holm']):.2g}"  # noqa: E731
+    out.append(holm("sparsegpt", "offline_news", "offline_wikipedia"))
+    out.append(holm("sparsegpt", "offline_science", "offline_wikipedia"))
+    out.append(holm("wanda", "offline_science", "offline_wikipedia"))
+    out.append(holm("gptq", "offline_news", "offline_science"))
+    out.append(holm("gptq", "offline_news", "offline_wikipedia"))
+    out.append(holm("wanda", "offline_news", "offline_science", ACC))
+    out.append(holm("sparsegpt", "offline_news", "offline_science", ACC))
+    assert pair("wanda", "offline_news", "offline_wikipedia")["verdict"].startswith("inconclusive")
+    assert pair("wanda", "offline_news", "offline_wikipedia", ACC)["verdict"].startswith("equivalent")
+    assert pair("sparsegpt", "offline_science", "offline_wikipedia", ACC)["verdict"].startswith("equivalent")
+    for name, method in NAMES:
+        mde = [float(r["mde"]) * 100 for r in comparisons if r["method"] == method and r["metric"] == ACC]
+        out.append(f"{min(mde):.2f}-{max(mde):.2f} points ({name})")
+    noise = {(r["method"], r["metric"]): r for r in _rows(v2, "noise_floor.csv") if r["source"] == "all sources (pooled)"}
+    for name, method in NAMES:
+        out.append(f"{name}: perplexity p = {float(noise[(method, PPL)]['p']):.2g}, mean accuracy p = "
+                   f"{float(noise[(method, ACC)]['p']):.2g}")
+    out.append(f"noise SD {float(noise[('gptq', PPL)]['noise_sd']):.2f} vs {float(noise[('gptq', PPL)]['calibration_sd']):.2f}")
+    jobs = _rows(v2, "jobs.csv")
+    reruns = sorted(float(r[PPL]) for r in jobs if r["method"] == "gptq" and r["source"] == "offline_wikipedia"
+                    and r["seed"] == "0")
+    out.append(" / ".join(f"{x:.2f}" for x in reruns))
+    shares = _rows(v2, "variance_components.csv")
+    for name, method in NAMES:
+        out.append(f"{name} {_pct(shares, method, PPL, 'source')} / {_pct(shares, method, PPL, 'set')} / "
+                   f"{_pct(shares, method, PPL, 'noise')} (perplexity)")
+        out.append(f"{name} {_pct(shares, method, ACC, 'source')} / {_pct(shares, method, ACC, 'set')} / "
+                   f"{_pct(shares, method, ACC, 'noise')} (mean accuracy)")
+    evidence = _rows(v2, "evidence.csv")
+    for name, method in NAMES:
+        for metric, unit in ((ACC, "±0.5 points"), (PPL, "±1%")):
+            needed = [int(r["sets_needed"]) for r in evidence if r["method"] == method and r["metric"] == metric]
+            out.append(f"{name} {min(needed)}-{max(needed)} sets ({unit})")
+    rtn = _stat("rtn", "offline_wikipedia", PPL, "mean", folder=v2)
+    gptq = [float(r[PPL]) for r in jobs if r["method"] == "gptq" and not r["perturbation"]]
+    out.append(f"{sum(x < rtn for x in gptq)} of {len(gptq)} GPTQ sets below RTN's {rtn:.2f}")
+    paired = _rows(v2, "paired_comparisons.csv")
+    for table in ("source_comparisons", "method_comparisons"):
+        rows = [r for r in paired if r["table"] == table]
+        out.append(f"{sum(float(r['p']) < 0.05 for r in rows)} of {len(rows)} {table.split('_')[0]} rows")
+    half = [(float(r["ci_high_points"]) - float(r["ci_low_points"])) / 2 for r in paired if r["task"] == "mean"]
+    out.append(f"half-widths {min(half):.2f}-{max(half):.2f} points")
+    gap = [_stat("gptq", s, PPL, "mean", folder=v2) - _stat("gptq", "offline_news", PPL, "mean", folder=v2)
+           for s in ("offline_wikipedia", "offline_science")]
+    out.append(f"{gap[0]:.2f} and {gap[1]:.2f} perplexity")
+    best = _one(paired, table="method_comparisons", source="offline_news", a="gptq", b="sparsegpt", task="mean")
+    out.append(f"+{float(best['effect_points']):.2f} points [{float(best['ci_low_points']):.2f}, "
+               f"{float(best['ci_high_points']):.2f}]")
+    for name, fixed_csv in (("preset", "adaptive_vs_fixed_max10.csv"), ("loose", "adaptive_vs_fixed_loose_max10.csv")):
+        rows = _rows(v2, fixed_csv)
+        jobs_a = sum(int(r["adaptive_sets"]) for r in rows)
+        hours = [sum(float(r[k]) for r in rows) / 3600 for k in ("fixed_seconds", "adaptive_seconds")]
+        met = [sum(r[k] == "True" for r in rows) for k in ("fixed_met", "adaptive_met")]
+        out.append(f"| {sum(int(r['fixed_sets']) for r in rows)} / {jobs_a} | {hours[0]:.2f} / {hours[1]:.2f} | "
+                   f"{met[0]} / {met[1]} |")
+    return out
+
+
 def selection_claims() -> list[str]:
     rows = _rows("selection", "strategy_comparisons.csv")
     out = [f"Every one of the {len(rows)} strategy-vs-random comparisons is `inconclusive`"]
@@ -120,7 +224,8 @@ def selection_claims() -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("folder, claims", [("replication", replication_claims), ("selection", selection_claims)])
+@pytest.mark.parametrize("folder, claims", [("replication", replication_claims), ("replication_v2", replication_v2_claims),
+                                            ("selection", selection_claims)])
 def test_every_quoted_number_matches_its_csv(folder, claims):
     text = _readme(folder)
     missing = [claim for claim in claims() if claim not in text]
