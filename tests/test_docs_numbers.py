@@ -203,6 +203,33 @@ def replication_v2_claims() -> list[str]:
     return out
 
 
+def predictors_claims() -> list[str]:
+    """docs/predictors/README.md, section "Fresh sets": docs/replication_v2/predictors.csv."""
+    rows = _rows("replication_v2", "predictors.csv")
+    row = lambda m, scope, pred, metric=PPL: _one(rows, method=m, scope=scope, predictor=pred, metric=metric)  # noqa: E731
+
+    def rho(r, holm=True):
+        text = f"{float(r['rho']):.2f} [{float(r['ci_low']):.2f}, {float(r['ci_high']):.2f}]"
+        return text + (f", Holm p {float(r['p_holm']):.2g}" if holm else "")
+
+    out = [f"rho {rho(row('wanda', 'all', 'zipf_alpha'))}", rho(row("sparsegpt", "all", "zipf_alpha"))]
+    for name, method in (("SparseGPT's", "sparsegpt"), ("Wanda's", "wanda")):
+        loso = [float(r["rho"]) > 0 for r in rows if r["method"] == method and r["metric"] == PPL
+                and r["predictor"] == "zipf_alpha" and r["scope"].startswith("leave out")]
+        out.append(f"{name} {'sets the right way in ' if method == 'sparsegpt' else 'in '}{sum(loso)} of {len(loso)}")
+    news = row("wanda", "source=offline_news", "zipf_alpha")
+    out.append(f"{rho(news, holm=False)} (uncorrected p {float(news['p']):.2g}, Holm p {float(news['p_holm']):.2g})")
+    out.append(f"on offline_science {float(row('wanda', 'source=offline_science', 'zipf_alpha')['rho']):.2f}, "
+               f"on offline_wikipedia {float(row('wanda', 'source=offline_wikipedia', 'zipf_alpha')['rho']):.2f}")
+    out.append(f"`mean_piece_tokens` {rho(row('gptq', 'source=offline_news', 'mean_piece_tokens'))}")
+    within = [r for r in rows if r["scope"].startswith("source=") and r["p_holm"] and float(r["p_holm"]) < 0.05]
+    assert {(r["method"], r["metric"], r["scope"]) for r in within} == {("gptq", PPL, "source=offline_news")}
+    shares = [100 * float(r["share_source"]) for r in _rows("replication_v2", "variance_components.csv")
+              if r["metric"] == PPL and r["method"] in ("sparsegpt", "wanda")]
+    out.append(f"explaining {min(shares):.0f}-{max(shares):.0f}% of pruned perplexity")
+    return out
+
+
 def selection_claims() -> list[str]:
     rows = _rows("selection", "strategy_comparisons.csv")
     out = [f"Every one of the {len(rows)} strategy-vs-random comparisons is `inconclusive`"]
@@ -225,6 +252,7 @@ def selection_claims() -> list[str]:
 
 
 @pytest.mark.parametrize("folder, claims", [("replication", replication_claims), ("replication_v2", replication_v2_claims),
+                                            ("predictors", predictors_claims),
                                             ("selection", selection_claims)])
 def test_every_quoted_number_matches_its_csv(folder, claims):
     text = _readme(folder)
