@@ -119,7 +119,10 @@ def check_settings(min_sets: Any, max_sets: Any, max_jobs: Any, max_hours: Any) 
     def integer(v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool)
 
-    if not integer(min_sets) or min_sets < 2:
+    if not integer(min_sets):
+        raise ConfigError(f"hydra.sweeper.min_sets={min_sets!r} is not an integer (calibration sets per cell). "
+                          "Fix: hydra.sweeper.min_sets=3 (the default) or any integer >= 2")
+    if min_sets < 2:
         raise ConfigError(f"hydra.sweeper.min_sets={min_sets!r}: a CI half-width needs at least 2 calibration sets "
                           "per cell. Fix: hydra.sweeper.min_sets=3 (the default) or any integer >= 2")
     if not integer(max_sets) or max_sets < min_sets:

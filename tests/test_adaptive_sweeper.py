@@ -305,3 +305,15 @@ def test_task_metrics_are_read_from_lm_evals_own_yamls():
     assert task_metrics("boolq") == task_metrics("winogrande") == task_metrics("rte") == {"acc"}
     assert task_metrics("lambada_openai") == {"acc", "perplexity"}
     assert task_metrics("mmlu") is None and task_metrics("not_a_task") is None
+
+
+@pytest.mark.parametrize("min_sets, expected", [
+    ("abc", r"hydra.sweeper.min_sets='abc' is not an integer .* Fix: hydra.sweeper.min_sets=3"),
+    (1, r"hydra.sweeper.min_sets=1: a CI half-width needs at least 2 calibration sets"),
+])
+def test_min_sets_message_names_what_is_wrong(min_sets, expected):
+    from calib_sweep.adaptive import check_settings
+    from calib_sweep.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=expected):
+        check_settings(min_sets, 10, None, None)
