@@ -105,6 +105,13 @@ def replication_claims() -> list[str]:
     out.append(f"GPTQ {pct('gptq', acc, 'source')} / {pct('gptq', acc, 'set')} / {pct('gptq', acc, 'noise')}")
     out.append(f"Wanda {pct('wanda', ppl, 'source')} / {pct('wanda', ppl, 'set')} / {pct('wanda', ppl, 'noise')}")
     out.append(f"SparseGPT {pct('sparsegpt', acc, 'source')} / {pct('sparsegpt', acc, 'set')} / {pct('sparsegpt', acc, 'noise')}")
+    testbed = _rows("testbed", "testbed.csv")
+    bed = lambda bits, sym, variant: float(_one(testbed, model="smollm2-135m-instruct", w_bits=bits, group_size=64,  # noqa: E731
+                                                 symmetric=sym, variant=variant)["perplexity_mean"])
+    for bits in (4, 3):
+        for sym, word in (("True", "symmetric"), ("False", "asymmetric")):
+            out.append(f"{word} {bed(bits, sym, 'gptq static'):.2f} vs {bed(bits, sym, 'gptq faithful'):.2f}")
+    out.append("(RTN: " + ", ".join(f"{bed(b, sym, 'rtn'):.2f}" for b in (4, 3) for sym in ("True", "False")) + ")")
     needed = [int(r["sets_needed"]) for r in _rows("replication", "evidence.csv")
               if r["method"] == "gptq" and r["metric"] == acc and r["n_samples"] == "16"]
     out.append(f"{min(needed)}-{max(needed)} sets per source")
