@@ -258,7 +258,44 @@ def selection_claims() -> list[str]:
     return out
 
 
+def sample_size_claims() -> list[str]:
+    """docs/replication_v2/README.md, section "Sample size": docs/replication_v2/sample_size/*.csv."""
+    from scipy import stats
+    from statsmodels.stats.power import TTestIndPower
+
+    folder = "replication_v2/sample_size"
+    curve = _rows(folder, "sample_size.csv")
+    sizes = ["1", "2", "4", "8", "16", "32", "64", "128"]
+    out = []
+    for metric, label, scale in ((PPL, "GPTQ perplexity", 1), (ACC, "GPTQ mean accuracy (%)", 100),
+                                 ("compression/kl_from_dense", "GPTQ KL from dense", 1)):
+        cells = [_one(curve, metric=metric, n_samples=n) for n in sizes]
+        out.append(f"| {label} | " + " | ".join(f"{float(c['mean']) * scale:.2f} ± {float(c['sd']) * scale:.2f}"
+                                              for c in cells) + " |")
+    jobs = _rows(folder, "jobs.csv")
+    assert len(jobs) == 24 and all(r["status"] == "ok" and r["method"] == "gptq" for r in jobs)
+    ppl = {n: [float(r[PPL]) for r in jobs if r["n_samples"] == n] for n in sizes}
+    n_samples = [int(r["n_samples"]) for r in jobs]
+    trend = stats.spearmanr(n_samples, [float(r[PPL]) for r in jobs])
+    out.append(f"over the 24 jobs {trend.statistic:.2f}, p {trend.pvalue:.2g}")
+    rtn = _stat("rtn", "offline_wikipedia", PPL, "mean", folder="replication_v2")
+    out.append(f"(RTN {rtn:.2f};")
+    assert sum(x < rtn for x in ppl["8"]) == 1 and all(x < rtn for n in sizes[4:] for x in ppl[n])
+    assert all(float(_one(curve, metric=PPL, n_samples=n)["mean"]) > rtn for n in sizes[:4])
+    welch = stats.ttest_ind(ppl["32"], ppl["128"], equal_var=False)
+    pooled_sd = ((stats.tvar(ppl["32"]) + stats.tvar(ppl["128"])) / 2) ** 0.5
+    mde = TTestIndPower().solve_power(nobs1=3, ratio=1, alpha=0.05, power=0.8) * pooled_sd
+    out.append(f"Welch p {welch.pvalue:.2g} with 3 sets each")
+    out.append(f"power at alpha 0.05 is {mde:.2f} perplexity")
+    acc = stats.spearmanr(n_samples, [float(r[ACC]) for r in jobs])
+    out.append(f"(Spearman rho {acc.statistic:.2f}, p {acc.pvalue:.2g}, 24 jobs)")
+    dense = _one(_rows(folder, "dense_reference.csv"), metric=PPL)
+    out.append(f"Dense perplexity {float(dense['value']):.2f}")
+    return out
+
+
 @pytest.mark.parametrize("folder, claims", [("replication", replication_claims), ("replication_v2", replication_v2_claims),
+                                            ("replication_v2", sample_size_claims),
                                             ("predictors", predictors_claims),
                                             ("selection", selection_claims)])
 def test_every_quoted_number_matches_its_csv(folder, claims):
