@@ -294,9 +294,75 @@ def sample_size_claims() -> list[str]:
     return out
 
 
+def strategies_claims() -> list[str]:
+    """docs/predictors/README.md, section "Selection strategies": docs/predictors/strategies/*.csv, and the
+    one-line summary in README.md's "Selection strategies"."""
+    folder = "predictors/strategies"
+    rows = _rows(folder, "strategy_comparisons.csv")
+    verdicts = [r["verdict"].split(" ")[0] for r in rows]
+    out = [f"{verdicts.count('different')} of {len(rows)} comparisons are `different`, "
+           f"{verdicts.count('inconclusive')} `inconclusive`, {verdicts.count('equivalent')} `equivalent`",
+           f"{sum(float(r['p']) < 0.05 for r in rows)} have an uncorrected p < 0.05, where chance alone gives about "
+           f"{0.0345 * len(rows):.1f}"]
+    assert all(float(r["mean_a"]) < float(r["mean_b"]) for r in rows
+               if r["verdict"] == "different" and r["metric"] != "compression/kl_from_dense")
+    assert all(float(r["mean_a"]) > float(r["mean_b"]) for r in rows
+               if r["verdict"] == "different" and r["metric"] == "compression/kl_from_dense")
+
+    def row(cell, metric, strategy):
+        return _one(rows, method_source=cell, metric=metric, strategy_a=f"name={strategy}")
+
+    def acc(r):
+        return f"{100 * float(r['mean_a']):.2f} vs {100 * float(r['mean_b']):.2f}, Holm p {float(r['p_holm']):.2g}"
+
+    for cell, metric in (("gptq / offline_news", "zeroshot/piqa/acc"), ("sparsegpt / offline_news", "zeroshot/piqa/acc"),
+                         ("sparsegpt / offline_news", ACC)):
+        out.append(f"(outlier_coverage {acc(row(cell, metric, 'outlier_coverage'))}; "
+                   f"zipf_diversity {acc(row(cell, metric, 'zipf_diversity'))})")
+    kl = row("sparsegpt / offline_wikipedia", "compression/kl_from_dense", "outlier_coverage")
+    out.append(f"({float(kl['mean_a']):.3f} vs {float(kl['mean_b']):.3f}, Holm p {float(kl['p_holm']):.2g})")
+    paired = [r for r in _rows(folder, "paired_comparisons.csv") if r["table"] == "strategy_comparisons"]
+    ps = [float(r["p"]) for r in paired]
+    half = [(float(r["ci_high_points"]) - float(r["ci_low_points"])) / 2 for r in paired if r["task"] == "mean"]
+    out.append(f"there {sum(p < 0.05 for p in ps)} of {len(paired)} strategy rows have p < 0.05 "
+               f"(p {min(ps):.2f}-{max(ps):.2f}), with 95% half-widths of {min(half):.2f}-{max(half):.2f} points")
+    out.append(f"Welch MDE {100 * float(row('gptq / offline_news', 'zeroshot/piqa/acc', 'outlier_coverage')['mde']):.2f} points")
+    summary = _rows(folder, "summary.csv")
+
+    def mean(method, source, strategy):
+        return float(_one(summary, method=method, source=source, variant=f"selection.name={strategy}", metric=ACC)["mean"])
+
+    cells = [(m, s, st) for m in ("gptq", "sparsegpt", "wanda") for s in ("offline_news", "offline_wikipedia")
+             for st in ("zipf_diversity", "outlier_coverage")]
+    higher = {(m, s) for m, s, st in cells if mean(m, s, st) >= mean(m, s, "random")}
+    assert higher == {("gptq", "offline_wikipedia"), ("wanda", "offline_wikipedia")}
+    out.append(f"below random's in {sum(mean(*c) < mean(c[0], c[1], 'random') for c in cells)} of 12")
+    for name, method, source in (("GPTQ", "gptq", "offline_wikipedia"), ("SparseGPT", "sparsegpt", "offline_news")):
+        a, b = (row(f"{method} / {source}", PPL, st) for st in ("outlier_coverage", "zipf_diversity"))
+        out.append(f"{name} on {source} {float(a['mean_a']):.2f} (outlier_coverage) and {float(b['mean_a']):.2f} "
+                   f"(zipf_diversity) vs {float(a['mean_b']):.2f} (Welch p {float(a['p']):.2g}, {float(b['p']):.2g})")
+    others = [r for r in rows if r["metric"] == PPL and r["method_source"] not in
+              ("gptq / offline_wikipedia", "sparsegpt / offline_news")]
+    assert all(abs(float(r["mean_a"]) - float(r["mean_b"])) < 2 for r in others)
+    acc_mde = [100 * float(r["mde"]) for r in rows if r["metric"] == ACC]
+    ppl_mde = [float(r["mde"]) for r in rows if r["metric"] == PPL]
+    out.append(f"{min(acc_mde):.2f}-{max(acc_mde):.2f} points of mean accuracy and {min(ppl_mde):.2f}-{max(ppl_mde):.2f} perplexity")
+    return out
+
+
+def test_the_readme_strategy_summary_matches_its_csv():
+    rows = _rows("predictors/strategies", "strategy_comparisons.csv")
+    paired = [r for r in _rows("predictors/strategies", "paired_comparisons.csv") if r["table"] == "strategy_comparisons"]
+    acc_mde = [100 * float(r["mde"]) for r in rows if r["metric"] == ACC]
+    claim = (f"({sum(float(r['p']) < 0.05 for r in paired)} of {len(paired)} paired rows at p < 0.05; "
+             f"MDE {min(acc_mde):.2f}-{max(acc_mde):.2f} mean-accuracy points")
+    readme = " ".join((DOCS.parent / "README.md").read_text().split())
+    assert claim in readme
+
+
 @pytest.mark.parametrize("folder, claims", [("replication", replication_claims), ("replication_v2", replication_v2_claims),
                                             ("replication_v2", sample_size_claims),
-                                            ("predictors", predictors_claims),
+                                            ("predictors", predictors_claims), ("predictors", strategies_claims),
                                             ("selection", selection_claims)])
 def test_every_quoted_number_matches_its_csv(folder, claims):
     text = _readme(folder)
