@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from calib_sweep.errors import ConfigError
 from calib_sweep.evaluation.scorer import FastHFLM
 from calib_sweep.evaluation.zero_shot import make_lm, run_lm_eval, validate_zero_shot, zero_shot
+from calib_sweep.models.logits import softcap_of
 
 from helpers import tiny_arc_file
 
@@ -108,7 +109,7 @@ def test_fast_scorer_equals_hflm_on_tiny_gemma3_sliding_window_and_softcap(tiny)
     fast = FastHFLM(pretrained=model, tokenizer=tokenizer, batch_size=4, max_length=64, token_budget=32, head_rows=5)
     reference = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=4, max_length=64)
     _compare(fast, reference, _requests(config.vocab_size, seed=1))
-    assert fast.fallback_reason is None and fast._softcap() == 5.0
+    assert fast.fallback_reason is None and softcap_of(fast.model.config) == 5.0
 
 
 def test_zero_shot_fast_and_hflm_scorers_agree_through_lm_eval(tiny, tmp_path):

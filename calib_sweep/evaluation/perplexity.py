@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from calib_sweep.models.logits import row_chunks, split_head
+
 
 def stream_windows(
     token_ids: torch.Tensor, seq_len: int, max_windows: int | None = None, bos_token_id: int | None = None
@@ -56,7 +58,9 @@ def perplexity(
         token_ids: ``int64`` tensor of shape ``[n_tokens]``.
         seq_len: window length in tokens.
         max_windows: use only the first this-many windows (``None`` = all).
-        batch_size: windows per forward pass (does not change the result beyond float rounding).
+        batch_size: windows per forward pass (does not change the result beyond float rounding).  The LM
+            head and the loss run on 256 positions at a time (:mod:`calib_sweep.models.logits`), so
+            no ``[batch_size, seq_len, V]`` logits tensor is kept.
         text: name of the text, recorded in the protocol.
         bos_token_id: put this token in front of every window (``model.prepend_bos``, e.g. Gemma);
             a window then holds ``seq_len - 1`` text tokens, all of which are scored (the first one
@@ -80,12 +84,13 @@ def perplexity(
     total_nll, scored = 0.0, 0
     for start in range(0, windows, batch_size):
         batch = data[start : start + batch_size].to(device)
-        logits = model(input_ids=batch).logits.float()
-        nll = torch.nn.functional.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="none"
-        ).double().sum()  # float64 accumulation: the sum over many tokens stays exact
-        total_nll += float(nll)
-        scored += batch[:, 1:].numel()
+        states, head = split_head(model, batch)  # the LM head runs on DEFAULT_ROWS positions at a time
+        states = states[:, :-1].reshape(-1, states.shape[-1])
+        targets = batch[:, 1:].reshape(-1)
+        for rows in row_chunks(targets.numel()):
+            nll = torch.nn.functional.cross_entropy(head(states[rows]), targets[rows], reduction="none")
+            total_nll += float(nll.double().sum())  # float64 accumulation: the sum over many tokens stays exact
+        scored += targets.numel()
     mean = total_nll / scored
     if not math.isfinite(mean):
         raise ValueError(f"perplexity on {text!r} is not finite (mean NLL {mean}): the model outputs NaN/Inf.")

@@ -43,8 +43,8 @@ a continuation batch at most ``token_budget`` tokens of (context + padded contin
 summed over rows (at least one row: a request never waits or is dropped), and the head runs on at
 most ``head_rows`` rows at a time.
 
-Measured speed (bench/zeroshot_speed.py, 2-core CPU, limit 40): 2.6x HFLM on SmolLM2-135M ARC-Easy, 1.9x
-HellaSwag, 1.4x BoolQ; 3.8x on Gemma-3-270m ARC-Easy; identical accuracy.
+Measured speed (bench/zeroshot_speed.py, 2-core CPU, limit 40, 2026-12-06): 2.6x HFLM on SmolLM2-135M
+ARC-Easy, 2.0x HellaSwag, 1.6x BoolQ; 4.3x on Gemma-3-270m ARC-Easy; identical accuracy.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ import torch.nn.functional as F
 from lm_eval.models.huggingface import HFLM
 
 from calib_sweep.errors import ConfigError
+from calib_sweep.models.logits import apply_head, softcap_of
 
 log = logging.getLogger(__name__)
 
@@ -132,20 +133,10 @@ class FastHFLM(HFLM):
         return torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
                               enabled=self.mixed_precision_dtype is not None)
 
-    def _softcap(self) -> float | None:
-        cap = getattr(self.model.config, "final_logit_softcapping", None)
-        if cap is None:
-            text = getattr(self.model.config, "get_text_config", None)
-            cap = getattr(text(), "final_logit_softcapping", None) if text is not None else None
-        return float(cap) if cap else None
-
     def _head(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Logits ``[rows, vocab]`` of hidden rows ``[rows, hidden]``: the output embedding, then softcapping."""
-        logits = self._out(hidden)
-        cap = self._softcap()
-        if cap is not None:
-            logits = torch.tanh(logits / cap) * cap
-        return logits
+        """Logits ``[rows, vocab]`` of hidden rows ``[rows, hidden]``: the output embedding, then softcapping
+        (:func:`calib_sweep.models.logits.apply_head`)."""
+        return apply_head(self._out, hidden, softcap_of(self.model.config))
 
     def _check_fast_path(self, probe: list[int]) -> None:
         """Set :attr:`fallback_reason` unless logits == head(decoder(x)) on ``probe`` and the cache is dynamic."""

@@ -53,17 +53,23 @@ def non_finite_error(figure: str, value: float, dtype: torch.dtype) -> Compressi
     return CompressionError(f"{figure} is {value}: {cause}")
 
 
-def _logprobs(model, ids: torch.Tensor) -> torch.Tensor:
+def _logprob_chunks(model, ids: torch.Tensor):
+    """``(positions slice, float32 log-probs [r, V])`` of one window ``int64 [seq_len]``, a chunk of
+    positions at a time (:mod:`calib_sweep.models.logits`: the decoder once, the head per chunk)."""
+    from calib_sweep.models.logits import row_chunks, split_head
+
     device = next(model.parameters()).device
-    logits = model(input_ids=ids.unsqueeze(0).to(device), use_cache=False).logits[0]
-    return torch.log_softmax(logits.float(), dim=-1)
+    states, head = split_head(model, ids.unsqueeze(0).to(device))
+    for rows in row_chunks(states.shape[1]):
+        yield rows, torch.log_softmax(head(states[0, rows]), dim=-1)
 
 
 @torch.no_grad()
 def reference_logprobs(model, token_ids: torch.Tensor, top_k: int | None = 64) -> torch.Tensor | TopKLogprobs:
     """Dense-model log-probabilities of the next token at every position of each window.
 
-    Call on the dense model before compression.  One window per forward pass.
+    Call on the dense model before compression.  One window per forward pass; the LM head and the
+    log-softmax run on 256 positions at a time (:mod:`calib_sweep.models.logits`).
 
     Args:
         model: causal LM (any device, any dtype; log-softmax is taken in float32).
@@ -84,16 +90,20 @@ def reference_logprobs(model, token_ids: torch.Tensor, top_k: int | None = 64) -
         raise ConfigError(f"top_k={top_k!r} must be >= 1 or None (all). Fix: e.g. 64.")
     values, indices = [], []
     for ids in token_ids:
-        logp = _logprobs(model, ids)
-        if torch.isnan(logp).any():  # inf/NaN logits (log_softmax of a row holding them is NaN)
-            raise non_finite_error("the dense model's log-probabilities on the KL windows", float("nan"),
-                                   next(model.parameters()).dtype)
-        if top_k is None:
-            values.append(logp.cpu())
-        else:
-            top = torch.topk(logp, min(int(top_k), logp.shape[-1]), dim=-1)
-            values.append(top.values.cpu())
-            indices.append(top.indices.cpu())
+        window_values, window_indices = [], []
+        for _, logp in _logprob_chunks(model, ids):
+            if torch.isnan(logp).any():  # inf/NaN logits (log_softmax of a row holding them is NaN)
+                raise non_finite_error("the dense model's log-probabilities on the KL windows", float("nan"),
+                                       next(model.parameters()).dtype)
+            if top_k is None:
+                window_values.append(logp.cpu())
+            else:
+                top = torch.topk(logp, min(int(top_k), logp.shape[-1]), dim=-1)
+                window_values.append(top.values.cpu())
+                window_indices.append(top.indices.cpu())
+        values.append(torch.cat(window_values))
+        if top_k is not None:
+            indices.append(torch.cat(window_indices))
     if top_k is None:
         return torch.stack(values)
     return TopKLogprobs(torch.stack(values), torch.stack(indices))
@@ -125,21 +135,22 @@ def kl_from_reference(model, token_ids: torch.Tensor, reference: torch.Tensor | 
         )
     total, count = 0.0, 0
     for i, ids in enumerate(token_ids):
-        logq = _logprobs(model, ids).cpu()
-        if isinstance(reference, TopKLogprobs):
-            logp_k = reference.values[i]
-            logq_k = torch.gather(logq, -1, reference.indices[i])
-            kl = (logp_k.exp() * (logp_k - logq_k)).sum(-1)
-            # The rest bucket, in float64; a mass below 1e-9 (rounding when k ~ V) contributes nothing.
-            p_rest = (1 - logp_k.double().exp().sum(-1)).clamp_min(0)
-            q_rest = (1 - logq_k.double().exp().sum(-1)).clamp_min(1e-12)
-            rest = torch.where(p_rest > 1e-9, p_rest * (p_rest.clamp_min(1e-12).log() - q_rest.log()), 0.0)
-            kl = kl + rest.float()
-        else:
-            logp = reference[i]
-            kl = (logp.exp() * (logp - logq)).sum(-1)
-        total += float(kl.double().sum())
-        count += kl.numel()
+        for rows, logq in _logprob_chunks(model, ids):
+            logq = logq.cpu()
+            if isinstance(reference, TopKLogprobs):
+                logp_k = reference.values[i, rows]
+                logq_k = torch.gather(logq, -1, reference.indices[i, rows])
+                kl = (logp_k.exp() * (logp_k - logq_k)).sum(-1)
+                # The rest bucket, in float64; a mass below 1e-9 (rounding when k ~ V) contributes nothing.
+                p_rest = (1 - logp_k.double().exp().sum(-1)).clamp_min(0)
+                q_rest = (1 - logq_k.double().exp().sum(-1)).clamp_min(1e-12)
+                rest = torch.where(p_rest > 1e-9, p_rest * (p_rest.clamp_min(1e-12).log() - q_rest.log()), 0.0)
+                kl = kl + rest.float()
+            else:
+                logp = reference[i, rows]
+                kl = (logp.exp() * (logp - logq)).sum(-1)
+            total += float(kl.double().sum())
+            count += kl.numel()
         if not math.isfinite(total):  # stop at the first window that makes it so
             raise non_finite_error("kl_from_dense", total, next(model.parameters()).dtype)
     return max(total / max(count, 1), 0.0)

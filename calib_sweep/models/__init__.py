@@ -21,6 +21,8 @@ This face only re-exports; the modules, in import order (each imports only those
 - :mod:`~calib_sweep.models.loading`: the weights, in the job's dtype, on its device.
 - :mod:`~calib_sweep.models.storage`: how the base weights were stored (GGUF tensor types), and the
   warning when a quantization job's grid is at or near that one.
+- :mod:`~calib_sweep.models.logits`: the decoder's hidden states and the LM head as a function, so
+  perplexity, KL and zero-shot scoring take logits a chunk of positions at a time.
 """
 
 from calib_sweep.models.architecture import linear_shapes, load_config, random_init_config
@@ -32,6 +34,7 @@ from calib_sweep.models.gguf import (
     gguf_special_tokens,
 )
 from calib_sweep.models.loading import load_model
+from calib_sweep.models.logits import split_head
 from calib_sweep.models.random_init import random_init_folder, random_model, weights_record
 from calib_sweep.models.storage import describe as describe_storage, grid_warning, weights_storage
 from calib_sweep.models.sources import model_identity, model_path, pretrained_kwargs
@@ -59,6 +62,6 @@ __all__ = [
     "bos_token_id", "check_dtype", "declared_model_type", "describe_storage", "document_separator", "embedded_folder",
     "fit_tokenizer", "gguf_special_tokens", "grid_warning", "is_random_init", "linear_shapes", "load_config", "load_model",
     "load_tokenizer", "model_identity", "model_path", "pretrained_kwargs", "random_init_config",
-    "random_init_folder", "random_model", "resolve_device", "resolve_dtype", "special_token_ids",
+    "random_init_folder", "random_model", "resolve_device", "resolve_dtype", "special_token_ids", "split_head",
     "tokenizer_location", "validate_model", "weights_record", "weights_storage",
 ]
