@@ -237,6 +237,36 @@ def predictors_claims() -> list[str]:
     return out
 
 
+def fresh_claims() -> list[str]:
+    """docs/predictors/README.md, section "Fresh sets only": docs/predictors/fresh/*.csv (and its README.md
+    summary line); the fresh sets share no token hash with the first check's sets.csv."""
+    seen = {r["sha256"] for r in _rows("predictors", "sets.csv")}
+    fresh = _rows("predictors/fresh", "sets.csv")
+    assert fresh and not seen & {r["sha256"] for r in fresh}
+    rows = _rows("predictors/fresh", "predictors.csv")
+    row = lambda m, pred, metric=PPL, scope="all": _one(rows, method=m, scope=scope, predictor=pred, metric=metric)  # noqa: E731
+    rho = lambda r: f"{float(r['rho']):.2f} [{float(r['ci_low']):.2f}, {float(r['ci_high']):.2f}]"  # noqa: E731
+    sparse, wanda = row("sparsegpt", "zipf_alpha"), row("wanda", "zipf_alpha")
+    n = {int(r["n"]) for r in rows if r["scope"] == "all"}
+    assert n == {len(fresh)}
+    out = [f"{len(fresh)} sets per method", f"pooled n = {len(fresh)}, MDE |rho| {float(sparse['mde_rho']):.2f}",
+           f"`zipf_alpha` rho {rho(sparse)}, Holm p {float(sparse['p_holm']):.2g}",
+           f"{rho(row('sparsegpt', 'zipf_alpha', 'compression/kl_from_dense'))}, Holm p "
+           f"{float(row('sparsegpt', 'zipf_alpha', 'compression/kl_from_dense')['p_holm']):.2g}",
+           f"{rho(wanda)}, uncorrected p {float(wanda['p']):.2g}, Holm p {float(wanda['p_holm']):.2g}"]
+    median = row("gptq", "median_piece_tokens")
+    out.append(f"0.80 [0.47, 0.94], Holm p {float(median['p_holm']):.2g}")
+    assert rho(median) == "0.80 [0.47, 0.94]"
+    acc = [float(r["p_holm"]) for r in rows if r["scope"] == "all" and r["metric"] == ACC]
+    out.append(f"smallest Holm p {min(acc):.2f}")
+    within = [r for r in rows if r["scope"].startswith("source=") and r["p_holm"] and float(r["p_holm"]) < 0.05]
+    assert not within
+    readme = " ".join((DOCS.parent / "README.md").read_text().split())
+    assert (f"SparseGPT (rho {rho(sparse)}, Holm p {float(sparse['p_holm']):.2g}) but not, after Holm, for Wanda "
+            f"({float(wanda['rho']):.2f}, Holm p {float(wanda['p_holm']):.2g})") in readme
+    return out
+
+
 def selection_claims() -> list[str]:
     rows = _rows("selection", "strategy_comparisons.csv")
     out = [f"Every one of the {len(rows)} strategy-vs-random comparisons is `inconclusive`"]
@@ -363,6 +393,7 @@ def test_the_readme_strategy_summary_matches_its_csv():
 @pytest.mark.parametrize("folder, claims", [("replication", replication_claims), ("replication_v2", replication_v2_claims),
                                             ("replication_v2", sample_size_claims),
                                             ("predictors", predictors_claims), ("predictors", strategies_claims),
+                                            ("predictors", fresh_claims),
                                             ("selection", selection_claims)])
 def test_every_quoted_number_matches_its_csv(folder, claims):
     text = _readme(folder)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import math
 
 import numpy as np
@@ -179,8 +180,24 @@ def test_spearman_matches_scipy_and_its_interval_covers_it():
     x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
     y = [2.0, 1.0, 4.0, 3.0, 7.0, 5.0, 6.0]
     rho, low, high, p, na = spearman(x, y)
-    assert na is None and rho == pytest.approx(spearmanr(x, y).statistic) and p == pytest.approx(spearmanr(x, y).pvalue)
+    assert na is None and rho == pytest.approx(spearmanr(x, y).statistic)
     assert low < rho < high <= 1.0
+    # below 10 sets the p is the exact permutation one: spearmanr over all 7! reorderings of y, by brute force
+    observed = abs(spearmanr(x, y).statistic)
+    exact = np.mean([abs(spearmanr(x, [y[i] for i in order]).statistic) >= observed - 1e-12
+                     for order in itertools.permutations(range(7))])
+    assert p == pytest.approx(exact) and p != pytest.approx(spearmanr(x, y).pvalue, rel=0.05)
+    x10 = list(range(10))
+    y10 = [1, 0, 3, 2, 5, 4, 9, 6, 8, 7]
+    assert spearman(x10, y10)[3] == pytest.approx(spearmanr(x10, y10).pvalue)  # from 10 sets: spearmanr's
+
+
+def test_a_perfect_ranking_of_five_sets_gets_its_exact_p_not_the_t_tail():
+    """spearmanr gives ~1e-24 for rho = 1 at n = 5; only 2 of the 120 pairings reach |rho| = 1."""
+    rho, _, _, p, na = spearman([1, 2, 3, 4, 5], [10, 20, 30, 40, 50])
+    assert na is None and rho == pytest.approx(1.0) and p == pytest.approx(2 / 120)
+    # so a family of 6 predictors at n = 5 can never reach Holm p < 0.05, and no MDE exists there
+    assert rho_mde(5, 6) is None and rho_mde(8, 1) == 0.88
 
 
 @pytest.mark.parametrize("n, m", [(10, 7), (20, 7)])

@@ -14,7 +14,7 @@ the predictors its ``results.json["predictors"]`` recorded:
 
 Each rho comes with a 95% percentile bootstrap interval (:func:`scipy.stats.bootstrap`, sets resampled
 in pairs, :data:`BOOTSTRAP_RESAMPLES` resamples, seed :data:`BOOTSTRAP_SEED`), the p-value of
-``spearmanr``, Holm's adjustment over the predictors of one (model, method, metric, scope) family
+``spearmanr`` (from :data:`EXACT_BELOW` sets up; below, the exact permutation p, :func:`exact_p`), Holm's adjustment over the predictors of one (model, method, metric, scope) family
 (:func:`calib_sweep.report.statistics.holm`, statsmodels' ``multipletests``; Holm 1979) and the family's minimum
 detectable ``|rho|`` at 80% power and level ``alpha / m`` (two-sided; Fisher z with Spearman's variance
 ``1.06 / (n - 3)``, Fieller, Hartley & Pearson 1957).  Fewer than :data:`MIN_SETS` sets: ``n/a (n=3 < 5)``,
@@ -38,6 +38,8 @@ from calib_sweep.report.statistics import ALPHA, POWER, holm
 MIN_SETS = 5
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
+#: Below this many sets the p-value is the exact permutation one (:func:`exact_p`), not spearmanr's t approximation.
+EXACT_BELOW = 10
 #: Simulated samples per grid point of :func:`rho_mde`'s power curve.
 MDE_REPLICATES = 4000
 
@@ -120,9 +122,46 @@ def spearman(x, y) -> tuple[float | None, float | None, float | None, float | No
     if np.ptp(y) == 0:
         return None, None, None, None, f"outcome constant over the {n} sets"
     result = spearmanr(x, y)
+    p = exact_p(x, y) if n < EXACT_BELOW else float(result.pvalue)
     ci = bootstrap((x, y), _spearman_along, paired=True, vectorized=True, n_resamples=BOOTSTRAP_RESAMPLES,
                    method="percentile", random_state=np.random.default_rng(BOOTSTRAP_SEED)).confidence_interval
-    return float(result.statistic), float(ci.low), float(ci.high), float(result.pvalue), None
+    return float(result.statistic), float(ci.low), float(ci.high), p, None
+
+
+@functools.lru_cache(maxsize=16)
+def _permutations(n: int) -> np.ndarray:
+    """``int64 [n!, n]``: every permutation of ``range(n)``."""
+    import itertools
+
+    return np.array(list(itertools.permutations(range(n))), dtype=np.int64)
+
+
+def exact_p(x, y) -> float:
+    """Two-sided exact permutation p of Spearman's rho: the share of the ``n!`` pairings of ``y``'s ranks
+    with ``x``'s whose ``|rho|`` is at least the observed one (ties: average ranks, as in spearmanr).
+
+    Used below :data:`EXACT_BELOW` sets, where spearmanr's t approximation is far off in the tail (at n = 5 a
+    perfect rank agreement gets p ~ 1e-24 from it, while its exact p is 2/120 = 0.0167).
+    """
+    from scipy.stats import rankdata
+
+    rx, ry = rankdata(x), rankdata(y)
+    perms = _permutations(len(rx))
+    observed = abs(float(_spearman_along(rx, ry)))
+    null = np.abs(_spearman_along(np.broadcast_to(rx, perms.shape), ry[perms], axis=1))
+    return float(np.mean(null >= observed - 1e-12))
+
+
+@functools.lru_cache(maxsize=16)
+def _exact_critical(n: int, level: float) -> float | None:
+    """Smallest ``|rho|`` whose exact two-sided p (untied ranks) is at most ``level``; ``None``: none is."""
+    perms = _permutations(n)
+    base = np.arange(n, dtype=np.float64)
+    null = np.sort(np.abs(_spearman_along(np.broadcast_to(base, perms.shape), base[perms].astype(np.float64), axis=1)))
+    for value in np.unique(np.round(null, 12)):
+        if np.mean(null >= value - 1e-12) <= level:
+            return float(value)
+    return None
 
 
 @functools.lru_cache(maxsize=256)
@@ -135,7 +174,8 @@ def rho_mde(n: int, m: int, alpha: float = ALPHA, power: float = POWER, reps: in
     0.01 grid; population Spearman rho = (6/pi) arcsin(r/2) for Pearson r), because the Fisher-z formula
     (``var = 1.06 / (n - 3)``, Fieller et al. 1957) is optimistic at the n a study runs: at n = 10 and
     alpha = 0.05/7 it gives 0.88, which spearmanr detects only 72% of the time (issue 29).  The p-value
-    is spearmanr's own (t with n - 2 df on the rank correlation), computed vectorised.
+    is spearmanr's own (t with n - 2 df on the rank correlation), computed vectorised, from
+    :data:`EXACT_BELOW` sets up; below it, the exact permutation test's (:func:`exact_p`).
     """
     from scipy.stats import rankdata, t
 
@@ -145,6 +185,9 @@ def rho_mde(n: int, m: int, alpha: float = ALPHA, power: float = POWER, reps: in
     rng = np.random.default_rng(20261204)
     noise = rng.standard_normal((2, reps, n))
     critical = t.ppf(1 - level / 2, n - 2)
+    exact = _exact_critical(n, level) if n < EXACT_BELOW else None
+    if n < EXACT_BELOW and exact is None:
+        return None  # no ranking of n sets reaches the level
     for rho_s in np.arange(0.05, 0.995, 0.01):
         r = 2 * math.sin(math.pi * rho_s / 6)  # Pearson r of the normal pair with Spearman rho_s
         x = noise[0]
@@ -152,9 +195,12 @@ def rho_mde(n: int, m: int, alpha: float = ALPHA, power: float = POWER, reps: in
         rx = rankdata(x, axis=1) - (n + 1) / 2
         ry = rankdata(y, axis=1) - (n + 1) / 2
         rs = (rx * ry).sum(1) / np.sqrt((rx * rx).sum(1) * (ry * ry).sum(1))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            stat = np.abs(rs) * np.sqrt((n - 2) / np.maximum(1 - rs * rs, 1e-300))
-        if float(np.mean(stat > critical)) >= power:
+        if exact is not None:
+            detected = np.abs(rs) >= exact - 1e-12
+        else:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                detected = np.abs(rs) * np.sqrt((n - 2) / np.maximum(1 - rs * rs, 1e-300)) > critical
+        if float(np.mean(detected)) >= power:
             return round(float(rho_s), 2)
     return None
 
