@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import sys
 import time
 from pathlib import Path
 
@@ -162,7 +163,13 @@ def fresh_check(records: Path, out: Path, use_model: bool = False) -> int:
     if not seen_path.is_file():
         raise SystemExit(f"{seen_path} is missing. Fix: run `python bench/predictors_outcomes.py --out {out}` first.")
     seen = {row["sha256"] for row in csv.DictReader(open(seen_path, encoding="utf-8")) if row["sha256"]}
-    jobs = [j for j in load_jobs([records]) if j.status == "ok" and not j.repeat]
+    from calib_sweep.report.collect import ReportError
+
+    try:
+        jobs = [j for j in load_jobs([records]) if j.status == "ok" and not j.repeat]
+    except ReportError as error:
+        print(f"predictors_outcomes: error: {error}", file=sys.stderr)
+        return 2
     fresh = [j for j in jobs if j.calibration_sha256 and j.calibration_sha256 not in seen]
     reused = {j.calibration_sha256 for j in jobs if j.calibration_sha256 in seen}
     if not fresh:

@@ -86,7 +86,8 @@ def validate(cfg: DictConfig) -> None:
     """
     models.validate_model(cfg.model)
     methods.validate_method(cfg.method)
-    validate_samples(cfg.samples.n_samples, cfg.samples.seq_len, cfg.seed, prepend_bos=cfg.model.get("prepend_bos", False))
+    validate_samples(cfg.samples.n_samples, cfg.samples.seq_len, cfg.seed, prepend_bos=cfg.model.get("prepend_bos", False),
+                     allow_fewer=cfg.samples.get("allow_fewer", False))
     validate_source(cfg.dataset)
     models.check_dtype(cfg.model, models.resolve_dtype(cfg.dtype, models.resolve_device(cfg.device)))  # fp16 on Gemma-3
     validate_eval(cfg.eval)

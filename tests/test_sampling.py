@@ -161,3 +161,10 @@ def test_prebuilt_10000_row_dataset_gives_exactly_16_sequences_c07(tmp_path, wor
     assert calib.input_ids.shape == (16, 128)
     assert manifest["n_samples"] == 16 and manifest["n_samples_requested"] == 16 and manifest["n_tokens"] == 2048
     assert manifest["slots_available"] > 2000  # 10,000 rows x 31 tokens; only 16 windows used
+
+
+@pytest.mark.parametrize("value", ["maybe", 1, None])
+def test_allow_fewer_that_is_not_a_boolean_is_refused(value):
+    with pytest.raises(ConfigError, match=r"samples.allow_fewer=.* must be true or false\. Fix: samples.allow_fewer=true"):
+        validate_samples(4, 64, 0, allow_fewer=value)
+    validate_samples(4, 64, 0, allow_fewer=True)  # a boolean passes

@@ -172,12 +172,14 @@ def permute_rows(input_ids: torch.Tensor, seed: int) -> tuple[torch.Tensor, list
 
 
 def validate_samples(
-    n_samples: Any, seq_len: Any, seed: Any, max_positions: int | None = None, prepend_bos: bool = False
+    n_samples: Any, seq_len: Any, seed: Any, max_positions: int | None = None, prepend_bos: bool = False,
+    allow_fewer: Any = False,
 ) -> None:
     """Check the calibration-set size before anything is loaded.
 
     Raises:
         ConfigError: ``n_samples`` or ``seq_len`` not a positive integer, ``seed`` negative,
+            ``allow_fewer`` (``samples.allow_fewer``) not a boolean,
             ``seq_len`` above the model's ``max_position_embeddings``, or (``prepend_bos``) no room
             for text after the BOS token.
     """
@@ -186,6 +188,9 @@ def validate_samples(
             raise ConfigError(f"{name}={value!r} must be a positive integer. Fix: e.g. {name}={example} (samples=cpu).")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed={seed!r} must be an integer >= 0. Fix: e.g. seed=0.")
+    if not isinstance(allow_fewer, bool):
+        raise ConfigError(f"samples.allow_fewer={allow_fewer!r} must be true or false. "
+                          f"Fix: samples.allow_fewer=true or samples.allow_fewer=false.")
     if prepend_bos and seq_len < 2:
         raise ConfigError(
             f"samples.seq_len={seq_len} leaves no text after the BOS token (model.prepend_bos=true). Fix: samples.seq_len>=2."
