@@ -29,6 +29,8 @@ from calib_sweep.methods import kl_from_reference, reference_logprobs
 from calib_sweep.models import logits as logits_module
 
 MODELS = ("smollm2_135m", "gemma3_270m")
+#: The library's chunked split (kept before any mode switch replaces the module attribute).
+_CHUNKED = logits_module.split_head
 
 
 def _full_logits(model, input_ids):
@@ -57,7 +59,7 @@ def _measure(fn, repeats: int):
 
 
 def _set_mode(chunked: bool) -> None:
-    split = logits_module.__dict__["_original_split_head"] if chunked else _full_logits
+    split = _CHUNKED if chunked else _full_logits
     perplexity_module.split_head = split
     logits_module.split_head = split
 
@@ -71,7 +73,6 @@ def main() -> None:
     parser.add_argument("--kl-windows", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
-    logits_module._original_split_head = logits_module.split_head
     print(threads())
     for name in args.models:
         cfg, tokenizer, device, dtype = setup([f"model={name}"])

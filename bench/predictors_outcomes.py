@@ -151,20 +151,21 @@ def fresh_check(records: Path, out: Path, use_model: bool = False) -> int:
     ``use_model``, each fresh set is drawn again from its record's config (its token hash checked against the
     record) and the model-based predictors added to the ones the job recorded.
 
+    Returns:
+        0, or 2 when ``records`` is not a folder of job records (one line on stderr).
+
     Raises:
         SystemExit: ``out/sets.csv`` is missing (run the first check first), no job is left, or a redrawn set's
             hash differs from its record's.
     """
     from calib_sweep.methods import DATA_FREE
-    from calib_sweep.report.collect import load_jobs
+    from calib_sweep.report.collect import ReportError, load_jobs
     from calib_sweep.report.predictors import check, markdown, write_csv
 
     seen_path = out / "sets.csv"
     if not seen_path.is_file():
         raise SystemExit(f"{seen_path} is missing. Fix: run `python bench/predictors_outcomes.py --out {out}` first.")
     seen = {row["sha256"] for row in csv.DictReader(open(seen_path, encoding="utf-8")) if row["sha256"]}
-    from calib_sweep.report.collect import ReportError
-
     try:
         jobs = [j for j in load_jobs([records]) if j.status == "ok" and not j.repeat]
     except ReportError as error:
