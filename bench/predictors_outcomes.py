@@ -5,7 +5,7 @@ The committed sweeps (``docs/replication/jobs.csv``: ``experiment=replication_cp
 runs; ``docs/selection/jobs.csv``: ``experiment=selection``) keep each job's outcomes but not its job folder.
 Every set is drawn again from its config (the draw is deterministic: source, seed, n_samples, seq_len,
 selection), its predictors computed (:mod:`calib_sweep.data.predictors`; token-only ones by default, the
-model-based ones with ``--model``), and the outcomes of the csv joined to them; then
+model-based ones with ``--model-predictors``), and the outcomes of the csv joined to them; then
 :func:`calib_sweep.report.predictors.check` does what a report does (Spearman rho, bootstrap CI, Holm, MDE,
 within source, across sources, leave one source out).  Sets whose strategy scores windows with the dense model
 (``perplexity``, ``activation_diversity``) need ``--model`` to be drawn; without it they are left out
@@ -215,8 +215,9 @@ def fresh_check(records: Path, out: Path, use_model: bool = False) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=str(ROOT / "docs/predictors"))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
+    parser.add_argument("--out", default=str(ROOT / "docs/predictors"),
+                        help="folder for sets.csv, predictors.csv and predictors.md (default: docs/predictors)")
     parser.add_argument("--model", action="store_true", help="load the dense model: draw the sets of the model-scored strategies")
     parser.add_argument("--model-predictors", action="store_true",
                         help="also compute the model-based predictors (a forward pass per set, and activation coverage "

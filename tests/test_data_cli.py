@@ -109,6 +109,8 @@ def test_rebuild_refuses_a_selection_manifest_without_pool_or_with_an_unknown_st
     ([], {"use_model": False, "coverage": True}, r"--coverage needs the dense model, but --no-model was given"),
     (["selection=activation_diversity", "selection.layer=999"], {}, r"selection.layer=999 does not exist in a model of 2 layers"),
     (["selection=perplexity", "dataset=self_generated"], {}, r"selection=perplexity chooses among a source's windows"),
+    (["samples.allow_fewer=maybe"], {}, r"samples.allow_fewer='maybe' must be true or false\. Fix: samples.allow_fewer=true"),
+    (["samples.n_samples=0"], {"use_model": False}, r"samples.n_samples=0 must be a positive integer"),
 ])
 def test_inspect_refuses_bad_input_in_one_line_before_weights(tiny_model_dir, tiny_corpus, monkeypatch, overrides, kwargs, match):
     from calib_sweep import models

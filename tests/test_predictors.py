@@ -221,3 +221,43 @@ def test_rho_mde_is_the_rho_spearmanr_detects_80_percent_of_the_time(n, m):
     assert power(mde) >= 0.77 and power(mde - 0.03) < 0.8
     if n == 10:
         assert power(0.88) < 0.76  # the Fisher-z MDE: optimistic at small n
+
+
+# --------------------------------------------------------------------------------- bench/predictors_outcomes.py
+def _bench():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "predictors_outcomes.py"
+    spec = importlib.util.spec_from_file_location("predictors_outcomes", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_redraws_a_set_and_computes_every_predictor(tiny_model_dir, tiny_corpus, isolated_cache):
+    """``--model-predictors``: the bench's redraw gives the job's own set (same token hash) and all nine
+    predictors, the dense perplexity equal to the model's own loss on those rows."""
+    from calib_sweep import models
+    from calib_sweep.data import build_calibration_set
+    from calib_sweep.data.cli import compose
+    from transformers import AutoModelForCausalLM
+
+    bench = _bench()
+    cfg = compose(tiny_overrides(tiny_model_dir, tiny_corpus) + ["seed=1"])
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    heldout: dict = {}
+    cheap = bench.set_values(cfg, None, heldout, with_model_predictors=False)
+    full = bench.set_values(cfg, model, heldout, with_model_predictors=True)
+    model_based = {n for n, p in PREDICTORS.items() if p.needs_model}
+    assert model_based == {"mean_dense_perplexity", "activation_coverage", "outlier_channel_coverage"}
+    assert set(PREDICTORS) <= set(full) and not model_based & set(cheap)
+    assert {k: v for k, v in full.items() if k not in model_based} == cheap  # the token ones do not change
+    tokenizer = models.load_tokenizer(cfg.model)
+    calib = build_calibration_set(cfg.dataset, tokenizer, int(cfg.samples.n_samples), int(cfg.samples.seq_len), 1,
+                                  separator_token_id=models.document_separator(cfg.model, tokenizer))
+    assert full["sha256"] == calib.token_sha256
+    with torch.no_grad():  # independent: the model's own mean cross-entropy, row by row (equal-length rows)
+        losses = [float(model(row[None], labels=row[None]).loss) for row in calib.input_ids]
+    assert full["mean_dense_perplexity"] == pytest.approx(math.exp(float(np.mean(losses))), rel=1e-5)
+    assert 0.0 < full["activation_coverage"] <= 1.0 and 0.0 <= full["outlier_channel_coverage"] <= 1.0

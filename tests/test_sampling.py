@@ -96,10 +96,12 @@ def test_small_source_error_says_how_many_sets_c03(word_tokenizer):
         draw_calibration_set(docs, word_tokenizer, 128, 64, 0, "small")
     message = str(err.value)
     assert "78 non-overlapping windows" in message and "0 disjoint set(s) of n_samples=128" in message
-    assert "Fix:" in message
+    assert "Fix:" in message and "samples.allow_fewer=true to use the 78 window(s) left" in message
     # Seed 1 of 40 needs windows 40..79: only 78 exist.
-    with pytest.raises(ConfigError, match="enough for 1 disjoint set"):
+    with pytest.raises(ConfigError, match="enough for 1 disjoint set") as short:
         draw_calibration_set(docs, word_tokenizer, 40, 64, 1, "small")
+    # the fix names the policy that would use the 38 windows left (seed 0's 40 come first)
+    assert "or samples.allow_fewer=true to use the 38 window(s) left" in str(short.value)
     fewer = draw_calibration_set(docs, word_tokenizer, 40, 64, 1, "small", allow_fewer=True)
     assert fewer.n_samples == 38
     # the shortened last set takes the windows after seed 0's 40, never seed 0's own

@@ -196,6 +196,8 @@ def test_pool_too_small_says_how_many_sets(word_tokenizer):
     message = str(err.value)
     assert "\n" not in message and "selection=lexical_diversity (pool_factor=4) can give 3 disjoint set(s)" in message
     assert "seed=3 needs 64 windows" in message and "Fix: use seed<3, lower selection.pool_factor" in message
+    # 62 - 3 x 16 = 14 candidates are left for seed 3: allow_fewer would choose from them
+    assert "or samples.allow_fewer=true to choose from the 14 candidate(s) left" in message
 
 
 # ---------------------------------------------------------------------------------------- bad input

@@ -160,6 +160,10 @@ def cmd_inspect(results: str | None, overrides: list[str], show: int, out=sys.st
 
     cfg = OmegaConf.create(json.loads(Path(results).read_text())["config"]) if results else compose(overrides)
     # Everything that can be refused without weights is refused first (as a job does).
+    from calib_sweep.data.sampling import validate_samples
+
+    validate_samples(cfg.samples.n_samples, cfg.samples.seq_len, cfg.seed,
+                     allow_fewer=cfg.samples.get("allow_fewer", False))
     validate_selection(cfg.get("selection"), cfg.dataset)
     check_model_fit(cfg.get("selection"), models.load_config(cfg.model))
     if not use_model and needs_model(cfg.dataset, cfg.get("selection")):
@@ -179,7 +183,7 @@ def cmd_inspect(results: str | None, overrides: list[str], show: int, out=sys.st
     separator = models.document_separator(cfg.model, tokenizer)
     calib = build_calibration_set(
         cfg.dataset, tokenizer, int(cfg.samples.n_samples), int(cfg.samples.seq_len), int(cfg.seed),
-        allow_fewer=bool(cfg.samples.get("allow_fewer", False)), model=model,
+        allow_fewer=cfg.samples.get("allow_fewer", False), model=model,
         bos_token_id=bos, separator_token_id=separator, selection=cfg.get("selection"),
         docs=sources.get(str(cfg.dataset.name)) if cfg.dataset.get("loader") != "mixture" else None,
     )

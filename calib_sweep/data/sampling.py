@@ -359,6 +359,8 @@ def draw_calibration_set(
         window = f"seq_len={seq_len}" + (f" (BOS + {slot_len} text tokens)" if bos_token_id is not None else "")
         fix = (f"use seed<{can_give}, lower samples.n_samples or samples.seq_len, or choose a larger source" if can_give
                else "lower samples.n_samples or samples.seq_len (not even one set fits), or choose a larger source")
+        if slots > seed * n_samples:  # some windows are left for this seed: a shorter set is possible
+            fix += f", or samples.allow_fewer=true to use the {slots - seed * n_samples} window(s) left"
         raise ConfigError(
             f"dataset {source!r} has {total} calibration tokens = {slots} non-overlapping windows of "
             f"{window}, enough for {can_give} disjoint set(s) of n_samples={n_samples}; "
@@ -409,6 +411,9 @@ def pool_error(source: str, strategy: str, factor: int, total: int, slots: int, 
     fix = (f"use seed<{can_give}, lower selection.pool_factor, samples.n_samples or samples.seq_len, or choose a larger source"
            if can_give else "lower selection.pool_factor, samples.n_samples or samples.seq_len (not even one share fits), "
            "or choose a larger source")
+    left = slots - seed * share
+    if left > 0:  # some candidates are left for this seed: a smaller share is possible
+        fix += f", or samples.allow_fewer=true to choose from the {left} candidate(s) left"
     return ConfigError(
         f"dataset {source!r} has {slots} non-overlapping windows of {window} ({total} tokens): selection={strategy} "
         f"(pool_factor={factor}) can give {can_give} disjoint set(s) of n_samples={n_samples} from shares of {share} "
