@@ -407,3 +407,62 @@ def test_the_claims_the_review_found_wrong_are_gone():
     replication, selection = _readme("replication"), _readme("selection")
     assert "2 of 4 sources" not in replication and "32.5-38.8" not in replication
     assert "~10 that chance" not in selection and "group 128" not in selection
+
+
+def model_predictor_claims() -> list[str]:
+    """docs/predictors/README.md, section "Model-based predictors": docs/predictors/predictors.csv (rows
+    n_samples=16) and docs/predictors/fresh/predictors.csv, Holm over the 9 predictors."""
+    KL = "compression/kl_from_dense"  # noqa: N806
+    first = [r for r in _rows("predictors", "predictors.csv") if r["n_samples"] == "16"]
+    fresh = _rows("predictors/fresh", "predictors.csv")
+    model_based = ("mean_dense_perplexity", "activation_coverage", "outlier_channel_coverage")
+    sig = lambda r: r["p_holm"] != "" and float(r["p_holm"]) < 0.05  # noqa: E731
+    assert {r["family_size"] for r in first + fresh if r["rho"] and (r["scope"] == "all" or r["scope"].startswith("source="))} == {"9"}
+
+    def one(rows, m, metric, scope, pred):
+        return _one(rows, method=m, metric=metric, scope=scope, predictor=pred)
+
+    def rho(r, p=True):
+        text = f"{float(r['rho']):.2f} [{float(r['ci_low']):.2f}, {float(r['ci_high']):.2f}]"
+        return text + (f", Holm p {float(r['p_holm']):.2g}" if p else "")
+
+    cov = "activation_coverage"
+    out = [f"SparseGPT perplexity {rho(one(first, 'sparsegpt', PPL, 'all', cov))}",
+           f"SparseGPT KL from dense {rho(one(first, 'sparsegpt', KL, 'all', cov))}",
+           f"GPTQ KL {rho(one(first, 'gptq', KL, 'all', cov))}"]
+    assert not [r for r in first if r["predictor"] == cov and r["scope"].startswith("source=") and sig(r)]
+    f = one(fresh, "sparsegpt", PPL, "all", cov)
+    out.append(f"perplexity gives {rho(f, False)}, Holm p {float(f['p_holm']):.2g}")
+    dense = [one(first, m, PPL, "all", "mean_dense_perplexity") for m in ("gptq", "sparsegpt", "wanda")]
+    out.append(f"(GPTQ {float(dense[0]['rho']):.2f}, SparseGPT {float(dense[1]['rho']):.2f}, Wanda "
+               f"{float(dense[2]['rho']):.2f}; smallest Holm p {min(float(r['p_holm']) for r in dense):.2f})")
+    out.append(f"offline_news {rho(one(first, 'gptq', ACC, 'source=offline_news', 'mean_dense_perplexity'))}")
+    out.append(f"offline_wikipedia {rho(one(first, 'wanda', ACC, 'source=offline_wikipedia', 'mean_dense_perplexity'))}")
+    out.append(f"offline_wikipedia {rho(one(first, 'sparsegpt', ACC, 'source=offline_wikipedia', 'outlier_channel_coverage'))}")
+    outlier = [r for r in first if r["predictor"] == "outlier_channel_coverage" and sig(r)]
+    assert [(r["method"], r["metric"], r["scope"]) for r in outlier] == [("sparsegpt", ACC, "source=offline_wikipedia")]
+    assert not [r for r in fresh if r["predictor"] in model_based and sig(r)]
+    g = one(fresh, "gptq", PPL, "all", "outlier_channel_coverage")
+    out.append(f"GPTQ perplexity {rho(g, False)}, uncorrected p {float(g['p']):.2g}, Holm p {float(g['p_holm']):.2g}")
+    out.append(f"still has Holm p {float(one(fresh, 'sparsegpt', PPL, 'all', 'zipf_alpha')['p_holm']):.2g}")
+    readme = " ".join((DOCS.parent / "README.md").read_text().split())
+    assert (f"activation coverage ranked SparseGPT perplexity on the first check's 56 sets "
+            f"({float(one(first, 'sparsegpt', PPL, 'all', cov)['rho']):.2f}, Holm p "
+            f"{float(one(first, 'sparsegpt', PPL, 'all', cov)['p_holm']):.2g})") in readme
+    # the token figures of the first reading, over the family of 9
+    for m, scope, claim in (("wanda", "all", "rho 0.80 [0.66, 0.88], Holm p 8.6e-13"),
+                            ("sparsegpt", "all", "SparseGPT 0.71 [0.55, 0.82], Holm p 5.6e-09"),
+                            ("wanda", "source=offline_news", "offline_news 0.79 [0.58, 0.88], Holm p 5.9e-05"),
+                            ("sparsegpt", "source=offline_wikipedia", "0.53 [0.12, 0.80], Holm p 0.071")):
+        r = one(first, m, PPL, scope, "zipf_alpha")
+        assert claim.endswith(rho(r)[: len(rho(r, False))] + f", Holm p {float(r['p_holm']):.2g}"), (claim, rho(r))
+        out.append(claim)
+    mde = {(r["n"], r["mde_rho"][:4]) for r in first + fresh if r["scope"] in ("all", "source=offline_news") and r["rho"]}
+    assert {("56", "0.47"), ("23", "0.68"), ("14", "0.82")} <= {(n, f"{float(m):.2f}") for n, m in mde if m}
+    return out
+
+
+def test_the_model_based_reading_matches_its_csvs():
+    text = _readme("predictors")
+    missing = [claim for claim in model_predictor_claims() if claim not in text]
+    assert not missing, f"docs/predictors/README.md does not say (recomputed from its CSVs): {missing}"
