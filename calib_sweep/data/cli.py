@@ -149,7 +149,7 @@ def cmd_inspect(results: str | None, overrides: list[str], show: int, out=sys.st
 
         predictors = resolve_names(predictors, use_model)  # refused before anything loads
     from calib_sweep import models
-    from calib_sweep.data import build_calibration_set, needs_model
+    from calib_sweep.data import build_calibration_set, needs_model, validate_samples
     from calib_sweep.data import build
     from calib_sweep.data.inspect import (
         THRESHOLDS, format_set_stats, format_special_tokens, inspect_set, set_stats, special_token_documents,
@@ -160,8 +160,6 @@ def cmd_inspect(results: str | None, overrides: list[str], show: int, out=sys.st
 
     cfg = OmegaConf.create(json.loads(Path(results).read_text())["config"]) if results else compose(overrides)
     # Everything that can be refused without weights is refused first (as a job does).
-    from calib_sweep.data.sampling import validate_samples
-
     validate_samples(cfg.samples.n_samples, cfg.samples.seq_len, cfg.seed,
                      allow_fewer=cfg.samples.get("allow_fewer", False))
     validate_selection(cfg.get("selection"), cfg.dataset)
