@@ -1,4 +1,4 @@
-"""Item 4 of issue 29: the set predictors of every calibration set the committed sweeps have results for,
+"""Set predictors of every calibration set the committed sweeps have results for (issue 29, item 4),
 checked against those results.
 
 The committed sweeps (``docs/replication/jobs.csv``: ``experiment=replication_cpu`` and its sample-size
